@@ -1,0 +1,120 @@
+"""One call to accelerate a diffusers pipeline or transformer, and its counterparts."""
+
+from __future__ import annotations
+
+import weakref
+
+import torch
+from diffusers.hooks import HookRegistry
+
+from .blocks import find_blocks
+from .config import CGTaylorConfig
+from .hooks import CGTaylorController, CGTaylorTransformerHook, FirstBlockHook, LastBlockHook, MiddleBlockHook
+from .stats import CGTaylorStats
+
+TRANSFORMER_HOOK = "cg_taylor_transformer"
+FIRST_BLOCK_HOOK = "cg_taylor_first_block"
+MIDDLE_BLOCK_HOOK = "cg_taylor_block"
+LAST_BLOCK_HOOK = "cg_taylor_last_block"
+_HOOK_NAMES = (TRANSFORMER_HOOK, FIRST_BLOCK_HOOK, MIDDLE_BLOCK_HOOK, LAST_BLOCK_HOOK)
+_PIPELINE_TRANSFORMERS = ("transformer", "transformer_2")
+
+
+def _scheduler_steps(pipeline) -> int | None:
+    scheduler = getattr(pipeline, "scheduler", None)
+    timesteps = getattr(scheduler, "timesteps", None)
+    return len(timesteps) if timesteps is not None else None
+
+
+def _targets(target) -> tuple[list[torch.nn.Module], object | None]:
+    """The transformers to accelerate and, for a pipeline, a callable giving its current step count."""
+    if isinstance(target, torch.nn.Module):
+        return [target], None
+    transformers = [getattr(target, name, None) for name in _PIPELINE_TRANSFORMERS]
+    transformers = [t for t in transformers if isinstance(t, torch.nn.Module)]
+    if not transformers:
+        raise TypeError(
+            "apply_cg_taylor expects a diffusers pipeline with a `transformer` (DiTPipeline, FluxPipeline, "
+            f"WanPipeline, ...) or a diffusers transformer model, got {type(target).__name__}"
+        )
+    pipeline = weakref.ref(target)
+    return transformers, lambda: _scheduler_steps(pipeline()) if pipeline() is not None else None
+
+
+def _controller(transformer: torch.nn.Module) -> CGTaylorController | None:
+    registry = getattr(transformer, "_diffusers_hook", None)
+    hook = registry.get_hook(TRANSFORMER_HOOK) if registry is not None else None
+    return hook.controller if hook is not None else None
+
+
+def apply_cg_taylor(target, config: CGTaylorConfig | None = None) -> None:
+    """Accelerate ``target`` (a diffusers pipeline or transformer) with Confidence-Gated Taylor forecasting.
+
+    Applying again replaces the previous configuration; ``remove_cg_taylor`` restores the plain model.
+    """
+    config = CGTaylorConfig() if config is None else config
+    if not isinstance(config, CGTaylorConfig):
+        raise TypeError(f"config must be a CGTaylorConfig, got {type(config).__name__}")
+    transformers, steps_provider = _targets(target)
+    for transformer in transformers:
+        if getattr(transformer, "is_cache_enabled", False):
+            raise ValueError(
+                f"{type(transformer).__name__} already has a diffusers cache enabled "
+                f"({type(transformer._cache_config).__name__}); call transformer.disable_cache() first"
+            )
+        blocks = find_blocks(transformer)  # validates before anything is changed
+        remove_cg_taylor(transformer)
+        controller = CGTaylorController(config, steps_provider)
+        HookRegistry.check_if_exists_or_initialize(transformer).register_hook(
+            CGTaylorTransformerHook(controller), TRANSFORMER_HOOK
+        )
+        HookRegistry.check_if_exists_or_initialize(blocks.first).register_hook(
+            FirstBlockHook(controller), FIRST_BLOCK_HOOK
+        )
+        for block in blocks.middle:
+            HookRegistry.check_if_exists_or_initialize(block).register_hook(
+                MiddleBlockHook(controller), MIDDLE_BLOCK_HOOK
+            )
+        HookRegistry.check_if_exists_or_initialize(blocks.last).register_hook(LastBlockHook(controller), LAST_BLOCK_HOOK)
+        # cache_context() caches which child modules carry hooks; blocks hooked now must be seen.
+        HookRegistry.check_if_exists_or_initialize(transformer).invalidate_child_registries_cache()
+
+
+def remove_cg_taylor(target) -> None:
+    """Remove every CG-Taylor hook; the model then computes exactly as before."""
+    for transformer in _targets(target)[0]:
+        if _controller(transformer) is None:
+            continue
+        registry = HookRegistry.check_if_exists_or_initialize(transformer)
+        for name in _HOOK_NAMES:
+            registry.remove_hook(name, recurse=True)
+        registry.invalidate_child_registries_cache()
+
+
+def _controllers(target) -> list[CGTaylorController]:
+    controllers = [_controller(t) for t in _targets(target)[0]]
+    controllers = [c for c in controllers if c is not None]
+    if not controllers:
+        raise ValueError(f"CG-Taylor is not applied to this {type(target).__name__}; call apply_cg_taylor first")
+    return controllers
+
+
+def reset_cg_taylor(target) -> None:
+    """Forget all cached state and statistics: the next call starts a new generation."""
+    for controller in _controllers(target):
+        controller.reset()
+        controller.stats = CGTaylorStats()
+
+
+def cg_taylor_stats(target) -> CGTaylorStats:
+    """Per cache context and step, what the gate decided during the last generation (or since the last reset)."""
+    merged = CGTaylorStats()
+    for controller in _controllers(target):
+        merged.records.extend(controller.stats.records)
+        for name, nbytes in controller.stats.cache_bytes.items():
+            merged.cache_bytes[name] = merged.cache_bytes.get(name, 0) + nbytes
+    return merged
+
+
+def cg_taylor_config(target) -> CGTaylorConfig:
+    return _controllers(target)[0].config

@@ -1,0 +1,126 @@
+"""Configuration of Confidence-Gated Taylor forecasting."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields, replace
+
+import torch
+
+FORECAST_MODES = ("last_block", "residual")
+TAYLOR_FORMULAS = ("newton", "taylorseer")
+MAX_ORDER = 4
+
+
+def _require_int(name: str, value, low: int, high: int | None = None) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"CGTaylorConfig.{name} must be an integer, got {value!r}")
+    upper = "" if high is None else f" and <= {high}"
+    if value < low or (high is not None and value > high):
+        raise ValueError(f"CGTaylorConfig.{name} must be >= {low}{upper}, got {value}")
+
+
+def _as_dtype(value) -> torch.dtype | None:
+    if value is None or isinstance(value, torch.dtype):
+        return value
+    if isinstance(value, str):
+        dtype = getattr(torch, value.replace("torch.", ""), None)
+        if isinstance(dtype, torch.dtype) and dtype.is_floating_point:
+            return dtype
+    raise ValueError(
+        f"CGTaylorConfig.cache_dtype must be None or a floating torch dtype (e.g. torch.float32, 'bfloat16'), got {value!r}"
+    )
+
+
+@dataclass
+class CGTaylorConfig:
+    """Settings of the confidence gate and the two Taylor forecasters.
+
+    Args:
+        threshold: relative L1 error ``mean|F1(t) - h1| / mean|h1|`` of the first block's own forecast under
+            which a step is forecast instead of computed. 0 computes every step.
+        warmup_steps: leading steps that are always computed in full.
+        first_block_order: Taylor order of the first block's forecaster (the gate's probe).
+        last_block_order: Taylor order of the forecaster that stands in for the skipped blocks.
+        forecast: ``"last_block"`` forecasts the last block's output (the paper); ``"residual"`` forecasts
+            ``last - first`` and adds the first block's output computed at this step.
+        taylor_formula: ``"newton"`` evaluates the ladder as Newton's divided-difference interpolation over the
+            actual refresh steps (exact on polynomials of the ladder's order, any spacing); ``"taylorseer"``
+            is the TaylorSeer recursion ``sum F[i] (t-s)^i / i!`` with differences over the last interval.
+            Both agree at order 0 and 1.
+        max_consecutive_forecasts: cap on forecast steps in a row (None: no cap).
+        num_inference_steps: step count, used when neither the cache context nor a pipeline tells it; the
+            last step is always computed in full when it is known.
+        cache_dtype / cache_device: where the Taylor factors are kept (None: as the features).
+        analysis: compute every step in full while recording what the gate would have decided and both
+            forecast errors; the forecasters are refreshed exactly as the gate would have refreshed them.
+    """
+
+    threshold: float = 0.05
+    warmup_steps: int = 3
+    first_block_order: int = 1
+    last_block_order: int = 1
+    forecast: str = "residual"
+    taylor_formula: str = "newton"
+    max_consecutive_forecasts: int | None = None
+    num_inference_steps: int | None = None
+    cache_dtype: torch.dtype | str | None = None
+    cache_device: torch.device | str | None = None
+    analysis: bool = False
+
+    def __post_init__(self) -> None:
+        if isinstance(self.threshold, bool) or not isinstance(self.threshold, (int, float)):
+            raise ValueError(f"CGTaylorConfig.threshold must be a number >= 0, got {self.threshold!r}")
+        if math.isnan(self.threshold) or self.threshold < 0:
+            raise ValueError(f"CGTaylorConfig.threshold must be a number >= 0 (inf allowed), got {self.threshold!r}")
+        self.threshold = float(self.threshold)
+        _require_int("warmup_steps", self.warmup_steps, 0)
+        _require_int("first_block_order", self.first_block_order, 0, MAX_ORDER)
+        _require_int("last_block_order", self.last_block_order, 0, MAX_ORDER)
+        if self.forecast not in FORECAST_MODES:
+            raise ValueError(f"CGTaylorConfig.forecast must be one of {FORECAST_MODES}, got {self.forecast!r}")
+        if self.taylor_formula not in TAYLOR_FORMULAS:
+            raise ValueError(
+                f"CGTaylorConfig.taylor_formula must be one of {TAYLOR_FORMULAS}, got {self.taylor_formula!r}"
+            )
+        if self.max_consecutive_forecasts is not None:
+            _require_int("max_consecutive_forecasts", self.max_consecutive_forecasts, 1)
+        if self.num_inference_steps is not None:
+            _require_int("num_inference_steps", self.num_inference_steps, 1)
+        self.cache_dtype = _as_dtype(self.cache_dtype)
+        if self.cache_device is not None:
+            try:
+                self.cache_device = torch.device(self.cache_device)
+            except (RuntimeError, TypeError) as error:
+                raise ValueError(
+                    f"CGTaylorConfig.cache_device must be None or a torch device (e.g. 'cpu', 'cuda:0'), "
+                    f"got {self.cache_device!r}"
+                ) from error
+        if not isinstance(self.analysis, bool):
+            raise ValueError(f"CGTaylorConfig.analysis must be True or False, got {self.analysis!r}")
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "CGTaylorConfig":
+        """Build from a plain mapping (a Hydra node, JSON); an unknown key raises naming the accepted ones."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"Unknown CGTaylorConfig option(s) {unknown}; accepted: {sorted(known)}")
+        return cls(**dict(values))
+
+    def with_updates(self, **changes) -> "CGTaylorConfig":
+        return replace(self, **changes)
+
+    @classmethod
+    def paper_preset(cls, model: str, **overrides) -> "CGTaylorConfig":
+        """The paper's settings (50 steps) for ``"dit"``, ``"flux"`` or ``"wan"``; thresholds at the low end."""
+        presets = {
+            "dit": dict(threshold=0.008, first_block_order=3, last_block_order=1, warmup_steps=3),
+            "flux": dict(threshold=0.03, first_block_order=1, last_block_order=1, warmup_steps=5),
+            "wan": dict(threshold=0.18, first_block_order=3, last_block_order=1, warmup_steps=6),
+        }
+        if model not in presets:
+            raise ValueError(f"paper_preset model must be one of {sorted(presets)}, got {model!r}")
+        values = dict(presets[model], forecast="last_block", taylor_formula="taylorseer")
+        values.update(overrides)
+        return cls(**values)

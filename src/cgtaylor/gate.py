@@ -1,0 +1,69 @@
+"""The confidence gate's decision for one step, as a plain function of plain numbers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class GateDecision:
+    compute: bool
+    reason: str  # first | last | warmup | no_history | cap | error | forecast
+
+
+def decide(
+    *,
+    step: int,
+    num_steps: int | None,
+    warmup_steps: int,
+    first_block_error: float | None,
+    threshold: float,
+    last_block_ready: bool,
+    consecutive_forecasts: int,
+    max_consecutive_forecasts: int | None,
+) -> GateDecision:
+    """Whether step ``step`` is computed in full. Returns Python bools only, never tensors."""
+    if step == 0:
+        return GateDecision(True, "first")
+    if num_steps is not None and step >= num_steps - 1:
+        return GateDecision(True, "last")
+    if step < warmup_steps:
+        return GateDecision(True, "warmup")
+    if first_block_error is None or not last_block_ready:
+        return GateDecision(True, "no_history")
+    if max_consecutive_forecasts is not None and consecutive_forecasts >= max_consecutive_forecasts:
+        return GateDecision(True, "cap")
+    if not first_block_error < threshold:  # NaN errors compute in full
+        return GateDecision(True, "error")
+    return GateDecision(False, "forecast")
+
+
+class SharedDecisions:
+    """Lets several cache contexts (cond / uncond passes) follow one context's decisions.
+
+    The first context to start a trajectory leads: it decides from its own first-block error and records
+    each decision by step index; the other contexts follow the recorded decision for the same step, and
+    decide for themselves only where the leader recorded none.
+    """
+
+    def __init__(self) -> None:
+        self.leader: str | None = None
+        self.by_step: dict[int, GateDecision] = {}
+
+    def start_trajectory(self, context: str) -> None:
+        if self.leader is None or self.leader == context:
+            self.leader = context
+            self.by_step.clear()
+
+    def is_leader(self, context: str) -> bool:
+        return self.leader is None or self.leader == context
+
+    def record(self, step: int, decision: GateDecision) -> None:
+        self.by_step[step] = decision
+
+    def lookup(self, step: int) -> GateDecision | None:
+        return self.by_step.get(step)
+
+    def reset(self) -> None:
+        self.leader = None
+        self.by_step.clear()

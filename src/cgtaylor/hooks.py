@@ -1,0 +1,297 @@
+"""Confidence-Gated Taylor as diffusers hooks: one on the transformer, one on each block.
+
+The transformer hook learns which step a call is (and whether a new trajectory began); the first block's hook
+compares the block's output with its own Taylor forecast and decides; the other blocks pass their input
+through on forecast steps, and the last block then returns the forecast of its own output.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import torch
+from diffusers.hooks.hooks import BaseState, CacheContext, ModelHook, StateManager
+
+from .blocks import block_metadata
+from .config import CGTaylorConfig
+from .gate import GateDecision, SharedDecisions, decide
+from .stats import CGTaylorStats, StepRecord
+from .taylor import TaylorLadder
+
+DEFAULT_CONTEXT = "default"
+
+
+def relative_l1(estimate: torch.Tensor, actual: torch.Tensor) -> float:
+    actual = actual.float()
+    ratio = (estimate.float() - actual).abs().mean() / actual.abs().mean().clamp_min(1e-12)
+    return float(ratio.item())
+
+
+class CGTaylorState(BaseState):
+    """Per cache context: the two ladders and where this context is in its trajectory."""
+
+    def __init__(self, config: CGTaylorConfig):
+        self.config = config
+        ladder = dict(formula=config.taylor_formula, dtype=config.cache_dtype, device=config.cache_device)
+        self.first = TaylorLadder(config.first_block_order, **ladder)
+        self.last = TaylorLadder(config.last_block_order, **ladder)
+        self.start_trajectory(None)
+
+    def start_trajectory(self, num_steps: int | None) -> None:
+        self.first.clear()
+        self.last.clear()
+        self.num_steps = num_steps
+        self.calls = 0
+        self.step = 0
+        self.last_timestep: float | None = None
+        self.last_step_index: int | None = None
+        self.consecutive_forecasts = 0
+        self.decision = GateDecision(True, "first")
+        self.first_output: torch.Tensor | None = None
+        self.record: StepRecord | None = None
+        self.previous_first: torch.Tensor | None = None  # analysis mode only
+        self.previous_last: torch.Tensor | None = None
+
+    @property
+    def skipping(self) -> bool:
+        return not (self.decision.compute or self.config.analysis)
+
+    @property
+    def cache_bytes(self) -> int:
+        return self.first.nbytes + self.last.nbytes
+
+    def reset(self, *args, **kwargs) -> None:
+        self.start_trajectory(None)
+
+
+class CGTaylorController:
+    """The method itself, shared by the hooks of one transformer."""
+
+    def __init__(self, config: CGTaylorConfig, steps_provider=None):
+        self.config = config
+        self.state_manager = StateManager(CGTaylorState, (config,))
+        self.shared = SharedDecisions()
+        self.stats = CGTaylorStats()
+        self.steps_provider = steps_provider
+
+    def _state(self) -> CGTaylorState:
+        return self.state_manager.get_state()
+
+    def _context_name(self) -> str:
+        return self.state_manager.context.name
+
+    def _resolve_num_steps(self, context: CacheContext) -> int | None:
+        if context.num_inference_steps is not None:
+            return int(context.num_inference_steps)
+        if self.steps_provider is not None:
+            steps = self.steps_provider()
+            if steps:
+                return int(steps)
+        return self.config.num_inference_steps
+
+    @torch.compiler.disable
+    def begin_call(self, timestep: float | None) -> None:
+        if self.state_manager._context is None:
+            # DiT and several pipeline variants never set a cache context.
+            self.state_manager.set_context(CacheContext(DEFAULT_CONTEXT))
+        context = self.state_manager.context
+        state = self._state()
+        if state.calls == 0 or self._starts_new_trajectory(state, context, timestep):
+            state.start_trajectory(self._resolve_num_steps(context))
+            self.shared.start_trajectory(context.name)
+            self.stats.records = [r for r in self.stats.records if r.context != context.name]
+            self.stats.cache_bytes.pop(context.name, None)
+        elif context.num_inference_steps is not None:
+            state.num_steps = int(context.num_inference_steps)
+        state.step = context.step_index if context.step_index is not None else state.calls
+        state.calls += 1
+        state.last_timestep = timestep
+        state.last_step_index = state.step
+
+    @staticmethod
+    def _starts_new_trajectory(state: CGTaylorState, context: CacheContext, timestep: float | None) -> bool:
+        if context.step_index is not None:
+            return state.last_step_index is not None and context.step_index <= state.last_step_index
+        if timestep is not None and state.last_timestep is not None and timestep > state.last_timestep:
+            return True  # diffusion timesteps fall within a trajectory
+        return state.num_steps is not None and state.calls >= state.num_steps
+
+    @torch.compiler.disable
+    def after_first_block(self, first_output: torch.Tensor) -> None:
+        config, state, name = self.config, self._state(), self._context_name()
+        step = state.step
+        if state.first.ready and state.first.shape != first_output.shape:
+            state.first.clear()  # batch or resolution changed without a new trajectory being seen
+            state.last.clear()
+        error = None
+        if state.first.ready and (step >= config.warmup_steps or config.analysis):
+            error = relative_l1(state.first.forecast(step), first_output)
+
+        decision = None if self.shared.is_leader(name) else self.shared.lookup(step)
+        if decision is None:
+            decision = decide(
+                step=step,
+                num_steps=state.num_steps,
+                warmup_steps=config.warmup_steps,
+                first_block_error=error,
+                threshold=config.threshold,
+                last_block_ready=state.last.ready,
+                consecutive_forecasts=state.consecutive_forecasts,
+                max_consecutive_forecasts=config.max_consecutive_forecasts,
+            )
+            if self.shared.is_leader(name):
+                self.shared.record(step, decision)
+        elif not decision.compute and not state.last.ready:
+            decision = GateDecision(True, "no_history")
+
+        state.decision = decision
+        if decision.compute:
+            state.first.update(first_output, step)
+            state.consecutive_forecasts = 0
+        else:
+            state.consecutive_forecasts += 1
+        state.first_output = first_output if config.forecast == "residual" else None
+        state.record = StepRecord(
+            context=name,
+            step=step,
+            timestep=state.last_timestep,
+            computed=decision.compute or config.analysis,
+            reason=decision.reason,
+            first_block_error=error,
+        )
+        if config.analysis:
+            state.record.would_compute = decision.compute
+            if state.previous_first is not None and state.previous_first.shape == first_output.shape:
+                state.record.first_block_change = relative_l1(state.previous_first, first_output)
+            state.previous_first = first_output.detach()
+        self.stats.records.append(state.record)
+
+    def _last_block_forecast(self, state: CGTaylorState, like: torch.Tensor) -> torch.Tensor:
+        forecast = state.last.forecast(state.step)
+        if self.config.forecast == "residual":
+            forecast = forecast.to(state.first_output.device) + state.first_output
+        return forecast.to(dtype=like.dtype, device=like.device)
+
+    @torch.compiler.disable
+    def forecast_last_block(self, like: torch.Tensor) -> torch.Tensor:
+        state = self._state()
+        forecast = self._last_block_forecast(state, like)
+        self._finish_step(state)
+        return forecast
+
+    @torch.compiler.disable
+    def after_last_block(self, last_output: torch.Tensor) -> None:
+        state = self._state()
+        if self.config.analysis:
+            if state.last.ready and state.last.shape == last_output.shape:
+                forecast = self._last_block_forecast(state, last_output)
+                state.record.last_block_error = relative_l1(forecast, last_output)
+            if state.previous_last is not None and state.previous_last.shape == last_output.shape:
+                state.record.last_block_change = relative_l1(state.previous_last, last_output)
+            state.previous_last = last_output.detach()
+        if state.decision.compute:
+            if state.last.ready and state.last.shape != last_output.shape:
+                state.last.clear()
+            target = last_output - state.first_output if self.config.forecast == "residual" else last_output
+            state.last.update(target, state.step)
+        self._finish_step(state)
+
+    def _finish_step(self, state: CGTaylorState) -> None:
+        state.first_output = None
+        name = self._context_name()
+        self.stats.cache_bytes[name] = max(self.stats.cache_bytes.get(name, 0), state.cache_bytes)
+
+    def reset(self) -> None:
+        self.state_manager.reset()
+        self.shared.reset()
+
+
+class CGTaylorTransformerHook(ModelHook):
+    """On the transformer: sets a default context, finds the step index and new trajectories."""
+
+    _is_stateful = True
+
+    def __init__(self, controller: CGTaylorController):
+        super().__init__()
+        self.controller = controller
+        self.state_manager = controller.state_manager  # found by diffusers' cache_context
+        self._timestep_index: int | None = None
+
+    def initialize_hook(self, module):
+        parameters = list(inspect.signature(module.forward).parameters)
+        self._timestep_index = parameters.index("timestep") if "timestep" in parameters else None
+        return module
+
+    def pre_forward(self, module, *args, **kwargs):
+        timestep = kwargs.get("timestep")
+        if timestep is None and self._timestep_index is not None and self._timestep_index < len(args):
+            timestep = args[self._timestep_index]
+        self.controller.begin_call(_scalar_timestep(timestep))
+        return args, kwargs
+
+    def reset_state(self, module):
+        self.controller.reset()
+        return module
+
+
+def _scalar_timestep(timestep) -> float | None:
+    if timestep is None:
+        return None
+    if isinstance(timestep, torch.Tensor):
+        return float(timestep.detach().float().max().item()) if timestep.numel() else None
+    return float(timestep)
+
+
+class _BlockHook(ModelHook):
+    def __init__(self, controller: CGTaylorController):
+        super().__init__()
+        self.controller = controller
+        self._metadata = None
+
+    def initialize_hook(self, module):
+        self._metadata = block_metadata(module)
+        return module
+
+    def _hidden(self, output):
+        return output[self._metadata.return_hidden_states_index] if isinstance(output, tuple) else output
+
+    def _pass_through(self, args, kwargs, hidden_states=None):
+        """The block's output as if it were the identity (optionally with other hidden states)."""
+        metadata = self._metadata
+        if hidden_states is None:
+            hidden_states = metadata._get_parameter_from_args_kwargs(metadata.hidden_states_argument_name, args, kwargs)
+        if metadata.return_encoder_hidden_states_index is None:
+            return hidden_states
+        encoder_states = metadata._get_parameter_from_args_kwargs(
+            metadata.encoder_hidden_states_argument_name, args, kwargs
+        )
+        output = [None, None]
+        output[metadata.return_hidden_states_index] = hidden_states
+        output[metadata.return_encoder_hidden_states_index] = encoder_states
+        return tuple(output)
+
+
+class FirstBlockHook(_BlockHook):
+    def new_forward(self, module, *args, **kwargs):
+        output = self.fn_ref.original_forward(*args, **kwargs)
+        self.controller.after_first_block(self._hidden(output))
+        return output
+
+
+class MiddleBlockHook(_BlockHook):
+    def new_forward(self, module, *args, **kwargs):
+        if self.controller._state().skipping:
+            return self._pass_through(args, kwargs)
+        return self.fn_ref.original_forward(*args, **kwargs)
+
+
+class LastBlockHook(_BlockHook):
+    def new_forward(self, module, *args, **kwargs):
+        if self.controller._state().skipping:
+            like = self._metadata._get_parameter_from_args_kwargs(
+                self._metadata.hidden_states_argument_name, args, kwargs
+            )
+            return self._pass_through(args, kwargs, self.controller.forecast_last_block(like))
+        output = self.fn_ref.original_forward(*args, **kwargs)
+        self.controller.after_last_block(self._hidden(output))
+        return output

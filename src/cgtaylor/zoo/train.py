@@ -1,0 +1,155 @@
+"""Training loops for the zoo (used by ``scripts/train_zoo.py`` and the tests).
+
+Deterministic given the seed and the step count: the batch, noise and label dropout of step ``k`` are
+drawn from generators seeded with ``(seed, k)``, so a run that resumes from a checkpoint takes the
+same steps as one that never stopped. Training stops at ``max_steps`` or after ``max_minutes`` of
+training time, whichever comes first; the number of steps reached is recorded with the weights.
+"""
+from __future__ import annotations
+
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from . import data
+from .models import (NULL_LABEL, ZooModel, flux_caption, flux_ids, pack, tokenize, wan_caption)
+
+
+def step_generator(seed: int, step: int) -> torch.Generator:
+    return torch.Generator().manual_seed(int(seed) * 1_000_003 + int(step))
+
+
+def training_loss(model: ZooModel, x01: torch.Tensor, conds: list, gen: torch.Generator,
+                  label_dropout: float = 0.1, guidance: float = 3.5) -> torch.Tensor:
+    """One diffusion training loss on a batch ``x01`` in [0, 1] with the conditions of ``data.sample_batch``."""
+    x0 = x01 * 2 - 1
+    b = x0.shape[0]
+    t = model.transformer
+    noise = torch.randn(x0.shape, generator=gen)
+    drop = torch.rand(b, generator=gen) < label_dropout
+    if model.kind == "dit":
+        from diffusers import DDPMScheduler
+
+        sched = DDPMScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2")
+        ts = torch.randint(0, 1000, (b,), generator=gen)
+        xt = sched.add_noise(x0, noise, ts)
+        labels = torch.tensor(conds)
+        labels = torch.where(drop, torch.full_like(labels, NULL_LABEL), labels)
+        # our own dropout (seeded) replaces the model's internal one, which would use the global RNG
+        pred = t(xt, timestep=ts, class_labels=labels, return_dict=False)[0]
+        return F.mse_loss(pred, noise)
+    sigma = torch.sigmoid(torch.randn(b, generator=gen))  # logit-normal
+    s = sigma.view(b, *([1] * (x0.dim() - 1)))
+    xt = (1 - s) * x0 + s * noise
+    target = noise - x0
+    if model.kind == "flux":
+        caps = [flux_caption(*c) for c in conds]
+        seq, pooled = model.text_encoder(tokenize(caps))
+        img_ids, txt_ids = flux_ids(data.CANVAS, data.CANVAS, seq.shape[1])
+        pred = t(hidden_states=pack(xt), timestep=sigma, guidance=torch.full((b,), guidance),
+                 pooled_projections=pooled, encoder_hidden_states=seq, txt_ids=txt_ids, img_ids=img_ids,
+                 return_dict=False)[0]
+        return F.mse_loss(pred, pack(target))
+    if model.kind == "wan":
+        caps = ["" if d else wan_caption(*c) for c, d in zip(conds, drop.tolist())]
+        seq = model.text_encoder(tokenize(caps))[0]
+        pred = t(hidden_states=xt, timestep=sigma * 1000, encoder_hidden_states=seq, return_dict=False)[0]
+        return F.mse_loss(pred, target)
+    raise ValueError(model.kind)
+
+
+def _disable_internal_label_dropout(model: ZooModel) -> None:
+    for m in model.transformer.modules():
+        if hasattr(m, "dropout_prob") and type(m).__name__ == "LabelEmbedding":
+            m.dropout_prob = 0.0
+
+
+def parameters(model: ZooModel) -> list[torch.nn.Parameter]:
+    return [p for mod in model.modules().values() for p in mod.parameters()]
+
+
+def _atomic_save(obj: Any, path: Path) -> None:
+    tmp = Path(str(path) + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def train(model: ZooModel, *, seed: int = 0, batch_size: int = 32, lr: float = 1e-3, warmup: int = 200,
+          weight_decay: float = 0.0, grad_clip: float = 1.0, ema_decay: float = 0.999, max_steps: int = 100_000,
+          max_minutes: float = 10.0, checkpoint_dir: str | os.PathLike | None = None, checkpoint_every: int = 100,
+          label_dropout: float = 0.1, progress: bool = True, log_every: int = 50) -> dict[str, Any]:
+    """Train ``model`` in place; on return its modules hold the EMA weights. Returns training info."""
+    from tqdm import tqdm
+
+    _disable_internal_label_dropout(model)
+    for mod in model.modules().values():
+        mod.train()
+    params = parameters(model)
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, betas=(0.9, 0.999))
+    ema = [p.detach().clone() for p in params]
+    step, elapsed, losses = 0, 0.0, []
+    ckpt = Path(checkpoint_dir) / "checkpoint.pt" if checkpoint_dir else None
+    if ckpt is not None and ckpt.exists():
+        st = torch.load(ckpt, weights_only=False)
+        for p, v in zip(params, st["params"]):
+            p.data.copy_(v)
+        for e, v in zip(ema, st["ema"]):
+            e.copy_(v)
+        opt.load_state_dict(st["opt"])
+        step, elapsed, losses = st["step"], st["elapsed"], st["losses"]
+        print(f"[{model.name}] resumed at step {step} ({elapsed / 60:.1f} min)", flush=True)
+    budget = max_minutes * 60
+    bar = tqdm(total=max_steps, initial=step, desc=model.name, disable=not progress, mininterval=5,
+               dynamic_ncols=False, ncols=100)
+    t0 = time.perf_counter() - elapsed
+
+    def save_ckpt():
+        if ckpt is not None:
+            ckpt.parent.mkdir(parents=True, exist_ok=True)
+            _atomic_save(dict(params=[p.detach() for p in params], ema=ema, opt=opt.state_dict(), step=step,
+                              elapsed=time.perf_counter() - t0, losses=losses), ckpt)
+
+    stop_reason = "max_steps"
+    while step < max_steps:
+        if time.perf_counter() - t0 >= budget:
+            stop_reason = "max_minutes"
+            break
+        gen = step_generator(seed, step)
+        x, conds = data.sample_batch(model.kind, batch_size, gen)
+        for g in opt.param_groups:
+            g["lr"] = lr * min(1.0, (step + 1) / warmup)
+        loss = training_loss(model, x, conds, gen, label_dropout=label_dropout)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, grad_clip)
+        opt.step()
+        d = min(ema_decay, (1 + step) / (10 + step))
+        with torch.no_grad():
+            torch._foreach_mul_(ema, d)
+            torch._foreach_add_(ema, [p.detach() for p in params], alpha=1 - d)
+        losses.append(float(loss.detach()))
+        step += 1
+        bar.update(1)
+        if step % log_every == 0:
+            bar.set_postfix(loss=f"{sum(losses[-log_every:]) / log_every:.4f}")
+        if step % checkpoint_every == 0:
+            save_ckpt()
+    bar.close()
+    elapsed = time.perf_counter() - t0
+    save_ckpt()
+    with torch.no_grad():
+        for p, e in zip(params, ema):
+            p.copy_(e)
+    for mod in model.modules().values():
+        mod.eval()
+    tail = losses[-100:]
+    return dict(steps=step, stop_reason=stop_reason, train_minutes=round(elapsed / 60, 2), seed=seed,
+                batch_size=batch_size, lr=lr, warmup=warmup, grad_clip=grad_clip, ema_decay=ema_decay,
+                max_steps=max_steps, max_minutes=max_minutes, label_dropout=label_dropout,
+                final_loss=round(sum(tail) / max(len(tail), 1), 5) if tail else None,
+                images_seen=step * batch_size, torch_version=torch.__version__, threads=torch.get_num_threads())
