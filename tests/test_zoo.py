@@ -1,0 +1,261 @@
+"""Tests of the demo model zoo: shipped weights, samplers, caption grammar, evaluator, training."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from cgtaylor import zoo
+from cgtaylor.zoo import data, evaluator, models, train
+
+
+# ----------------------------------------------------------------------------------------------------
+# Shipped weights
+# ----------------------------------------------------------------------------------------------------
+EXPECTED = {  # name -> (class, number of blocks, output shape for 2 conditions)
+    "dit-digits": ("DiTTransformer2DModel", 28, (2, 1, 16, 16)),
+    "flux-digits": ("FluxTransformer2DModel", 57, (2, 3, 32, 32)),
+    "wan-digits": ("WanTransformer3DModel", 30, (2, 1, 8, 32, 32)),
+}
+
+
+@pytest.mark.parametrize("name", zoo.MODEL_NAMES)
+def test_shipped_weights_load_and_sample(name):
+    cls, blocks, shape = EXPECTED[name]
+    m = zoo.load(name)
+    assert type(m.transformer).__name__ == cls
+    assert m.name == name and m.num_blocks == blocks
+    assert m.meta["training"]["steps"] > 0
+    out = m(m.default_conditions(2, seed=0), num_inference_steps=2, seed=0)
+    assert out.shape == shape and out.dtype == torch.float32
+    assert float(out.min()) >= 0.0 and float(out.max()) <= 1.0
+    assert not torch.isnan(out).any()
+
+
+def test_shipped_evaluator_reads_real_test_digits():
+    x, y = data.digits16("test")
+    acc = float((evaluator.classify(x) == y).float().mean())
+    assert acc >= 0.9
+
+
+def test_unknown_name_lists_models():
+    with pytest.raises(ValueError) as e:
+        zoo.load("sdxl-digits")
+    for n in zoo.MODEL_NAMES:
+        assert n in str(e.value)
+    with pytest.raises(ValueError):
+        zoo.tiny("nope")
+
+
+# ----------------------------------------------------------------------------------------------------
+# Samplers on tiny random-weight models
+# ----------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def tiny_models():
+    return {n: zoo.tiny(n) for n in zoo.MODEL_NAMES}
+
+
+@pytest.mark.parametrize("name", zoo.MODEL_NAMES)
+def test_deterministic_with_seed(tiny_models, name):
+    m = tiny_models[name]
+    c = m.default_conditions(2, seed=1)
+    a = m(c, num_inference_steps=3, seed=7)
+    b = m(c, num_inference_steps=3, seed=7)
+    d = m(c, num_inference_steps=3, seed=8)
+    assert torch.equal(a, b)
+    assert not torch.allclose(a, d)
+
+
+@pytest.mark.parametrize("name,steps,calls", [("dit-digits", 4, 4), ("flux-digits", 4, 4), ("wan-digits", 4, 8)])
+def test_one_transformer_call_per_step_and_branch(tiny_models, name, steps, calls):
+    m = tiny_models[name]
+    seen = []
+    h = m.transformer.register_forward_hook(lambda mod, args, out: seen.append(1))
+    try:
+        m(m.default_conditions(2), num_inference_steps=steps, seed=0)
+    finally:
+        h.remove()
+    assert len(seen) == calls
+
+
+def test_wan_cfg_passes_run_in_named_cache_contexts(tiny_models):
+    from diffusers.hooks.hooks import ModelHook, HookRegistry, StateManager
+
+    class _State:
+        def __init__(self):
+            self.calls = 0
+
+        def reset(self):
+            self.calls = 0
+
+    class Recorder(ModelHook):
+        _is_stateful = True
+
+        def __init__(self):
+            super().__init__()
+            self.state_manager = StateManager(_State)
+            self.contexts = []
+
+        def pre_forward(self, module, *args, **kwargs):
+            ctx = self.state_manager._context
+            self.contexts.append((getattr(ctx, "name", ctx), getattr(ctx, "step_index", None)))
+            self.state_manager.get_state().calls += 1
+            return args, kwargs
+
+        def reset_state(self, module):
+            self.state_manager.reset()
+            return module
+
+    m = zoo.tiny("wan-digits")
+    rec = Recorder()
+    HookRegistry.check_if_exists_or_initialize(m.transformer.blocks[0]).register_hook(rec, "recorder")
+    HookRegistry.check_if_exists_or_initialize(m.transformer).invalidate_child_registries_cache()
+    m(m.default_conditions(1), num_inference_steps=3, seed=0)
+    assert rec.contexts == [("cond", 0), ("uncond", 0), ("cond", 1), ("uncond", 1), ("cond", 2), ("uncond", 2)]
+    assert rec.state_manager._state_cache == {} or all(s.calls == 0 for s in rec.state_manager._state_cache.values())
+
+
+def test_bad_conditions_raise(tiny_models):
+    with pytest.raises(ValueError, match="colour"):
+        tiny_models["flux-digits"](["a purple 3 in the top left"], num_inference_steps=1)
+    with pytest.raises(ValueError, match="position"):
+        tiny_models["flux-digits"](["a red 3 in the middle"], num_inference_steps=1)
+    with pytest.raises(ValueError, match="digit"):
+        tiny_models["flux-digits"](["a red x in the center"], num_inference_steps=1)
+    with pytest.raises(ValueError, match="grammar"):
+        tiny_models["flux-digits"](["red three, centre"], num_inference_steps=1)
+    with pytest.raises(ValueError, match="direction"):
+        tiny_models["wan-digits"](["a 3 moving sideways"], num_inference_steps=1)
+    with pytest.raises(ValueError, match="0-9"):
+        tiny_models["dit-digits"]([12], num_inference_steps=1)
+    with pytest.raises(TypeError):
+        tiny_models["dit-digits"]([1], num_inference_steps=1, guidance=3.0)
+
+
+def test_caption_grammar_round_trip():
+    for d in range(10):
+        for c in data.COLOURS:
+            for p in data.POSITIONS:
+                assert zoo.parse_flux_caption(zoo.flux_caption(d, c, p)) == (d, c, p)
+        for r in data.DIRECTIONS:
+            assert zoo.parse_wan_caption(zoo.wan_caption(d, r)) == (d, r)
+    assert zoo.parse_wan_caption("") is None
+    assert zoo.parse_flux_caption("a red 3 in the top left") == (3, "red", "top left")
+    tok = models.tokenize(["a red 3 in the top left", ""])
+    assert tok.shape == (2, models.MAX_TOKENS) and tok[1, 0] == models.TOKEN_ID[models.NULL]
+
+
+@pytest.mark.parametrize("name", zoo.MODEL_NAMES)
+def test_default_conditions_valid_diverse_deterministic(tiny_models, name):
+    m = tiny_models[name]
+    c = m.default_conditions(20, seed=3)
+    assert c == m.default_conditions(20, seed=3)
+    attrs = m.condition_attributes(c)
+    assert len({a["digit"] for a in attrs}) == 10
+    if name == "flux-digits":
+        assert len({a["colour"] for a in attrs}) == 7 and len({a["position"] for a in attrs}) == 5
+    if name == "wan-digits":
+        assert len({a["direction"] for a in attrs}) == 4
+
+
+def test_save_and_load_from_directory(tmp_path, tiny_models):
+    m = tiny_models["flux-digits"]
+    zoo.save(m, tmp_path, extra={"training": {"steps": 0}})
+    assert not list(tmp_path.glob("*.tmp"))
+    m2 = zoo.load(tmp_path)
+    assert m2.num_blocks == m.num_blocks
+    c = m.default_conditions(1)
+    assert torch.equal(m(c, num_inference_steps=2), m2(c, num_inference_steps=2))
+    assert json.loads((tmp_path / "flux-digits.json").read_text())["kind"] == "flux"
+
+
+# ----------------------------------------------------------------------------------------------------
+# Data and evaluator helpers on synthetic inputs
+# ----------------------------------------------------------------------------------------------------
+def test_test_split_is_held_out_and_fixed():
+    xtr, ytr = data.digits16("train")
+    xte, yte = data.digits16("test")
+    assert len(xtr) + len(xte) == 1797 and abs(len(xte) - 360) <= 1
+    assert xtr.shape[1:] == (1, 16, 16) and 0 <= float(xtr.min()) and float(xtr.max()) <= 1
+    a = xtr.flatten(1)[:, None, :]
+    b = xte.flatten(1)[None, :, :]
+    # no test image appears in the training split (load_digits has no exact duplicates across the split)
+    assert int(((a - b).abs().amax(-1) == 0).sum()) == 0
+
+
+def test_attribute_checks_on_synthetic_scenes():
+    x, y = data.digits16("test")
+    d = x[0]
+    for colour in data.COLOURS:
+        for pos in data.POSITIONS:
+            img = data.colour_scene(d, colour, pos)[None]
+            assert evaluator.dominant_colour(img) == [colour]
+            assert evaluator.position_of(img) == [pos]
+    for direction in data.DIRECTIONS:
+        v = data.motion_video(d, direction, offset=8)[None]
+        assert evaluator.direction_of(v) == [direction]
+    # a wrong answer is possible: a red blob is not "blue" and a top-left blob is not "center"
+    blob = torch.zeros(1, 3, 32, 32)
+    blob[:, 0, 2:8, 2:8] = 1
+    assert evaluator.dominant_colour(blob) == ["red"] and evaluator.position_of(blob) == ["top left"]
+
+
+def test_crop_digit_finds_placed_digit():
+    x, _ = data.digits16("test")
+    canvas = data.place(x[5], 10, 3)[None]
+    crop = evaluator.crop_digit(canvas)
+    assert crop.shape == (1, 1, 16, 16)
+    assert float(crop.sum()) == pytest.approx(float(x[5].sum()), rel=0.05)
+
+
+def test_frechet_distance():
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(500, 4))
+    assert evaluator.frechet_distance(a, a) == pytest.approx(0.0, abs=1e-6)
+    assert evaluator.frechet_distance(a, a + 3.0) == pytest.approx(36.0, rel=1e-3)
+
+
+def test_evaluate_scores_real_scenes_high_and_wrong_conditions_low():
+    x, y = data.digits16("test")
+    caps, imgs = [], []
+    for k in range(20):
+        c, p = list(data.COLOURS)[k % 7], data.POSITIONS[k % 5]
+        imgs.append(data.colour_scene(x[k], c, p))
+        caps.append(zoo.flux_caption(int(y[k]), c, p))
+    imgs = torch.stack(imgs)
+    good = evaluator.evaluate("flux-digits", imgs, caps)
+    assert good["digit_accuracy"] >= 0.85 and good["colour_accuracy"] == 1 and good["position_accuracy"] == 1
+    wrong = [zoo.flux_caption((int(y[k]) + 1) % 10, "white" if k % 7 != 6 else "red", "center" if k % 5 != 4 else "top left")
+             for k in range(20)]
+    bad = evaluator.evaluate("flux-digits", imgs, wrong)
+    assert bad["digit_accuracy"] <= 0.2 and bad["colour_accuracy"] == 0 and bad["position_accuracy"] == 0
+    vids = torch.stack([data.motion_video(x[k], data.DIRECTIONS[k % 4]) for k in range(8)])
+    r = evaluator.evaluate("wan-digits", vids, [zoo.wan_caption(int(y[k]), data.DIRECTIONS[k % 4]) for k in range(8)])
+    assert r["direction_accuracy"] == 1 and r["digit_accuracy"] >= 0.8 and "classifier_frechet_distance" in r
+
+
+# ----------------------------------------------------------------------------------------------------
+# Training
+# ----------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", zoo.MODEL_NAMES)
+def test_tiny_training_step_runs_and_changes_weights(name):
+    m = zoo.tiny(name)
+    before = [p.detach().clone() for p in train.parameters(m)]
+    info = train.train(m, max_steps=2, batch_size=4, warmup=1, progress=False)
+    assert info["steps"] == 2 and np.isfinite(info["final_loss"])
+    assert any(not torch.equal(a, b) for a, b in zip(before, train.parameters(m)))
+
+
+def test_training_resumes_to_the_same_weights(tmp_path):
+    torch.manual_seed(0)
+    a = zoo.tiny("dit-digits")
+    b = zoo.tiny("dit-digits")
+    train.train(a, max_steps=4, batch_size=4, warmup=2, progress=False)
+    train.train(b, max_steps=2, batch_size=4, warmup=2, progress=False, checkpoint_dir=tmp_path, checkpoint_every=1)
+    c = zoo.tiny("dit-digits", seed=123)  # different init: everything must come from the checkpoint
+    info = train.train(c, max_steps=4, batch_size=4, warmup=2, progress=False, checkpoint_dir=tmp_path)
+    assert info["steps"] == 4
+    for p, q in zip(train.parameters(a), train.parameters(c)):
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
