@@ -1,0 +1,263 @@
+"""Every method of the comparison, applied to a diffusers transformer by name.
+
+``apply_method(transformer, name, params, num_inference_steps=50)`` -> :class:`AppliedMethod` registers the method's
+hooks (``AppliedMethod.remove()`` restores the plain model); ``make_generator(model, name, params)`` -> a
+:class:`MethodGenerator` that samples with it (``gen(conditions, seed)``) and runs the calibration a method needs.
+
+Methods (``METHOD_NAMES``) and their parameters:
+
+- ``full``: every block at every step.
+- ``fewer-steps``: ``steps``, the sampler's step count (the FLOPs-matched baseline).
+- ``fora``: ``interval``, ``warmup_steps``; fixed-interval reuse of the last block's output (every block skipped).
+- ``taylorseer``: diffusers ``TaylorSeerCacheConfig`` fields (``cache_interval``, ``max_order``,
+  ``disable_cache_before_step``, ``use_lite_mode``, ``cache_identifiers``, ``skip_predict_identifiers``,
+  ``taylor_factors_dtype`` as a string). Module patterns come from the model config, since diffusers' defaults match
+  nothing on DiT and Wan.
+- ``fbcache``: ``threshold`` (diffusers ``FirstBlockCacheConfig``).
+- ``magcache``: ``threshold``, ``max_skip_steps``, ``retention_ratio``, ``mag_ratios`` (diffusers
+  ``MagCacheConfig``; ``make_generator`` calibrates ``mag_ratios`` on the model with ``calibrate=True``).
+- ``teacache``: ``threshold``, ``coefficients`` (the project's implementation, :mod:`.hooks`; ``make_generator``
+  fits ``coefficients`` on a calibration run).
+- ``cg-taylor``: ``CGTaylorConfig`` fields plus ``probe_block`` (1-based block whose forecast error gates, default 1:
+  blocks before it always run; an ablation of where the gate measures).
+"""
+
+from __future__ import annotations
+
+import ast
+import contextlib
+import io
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from diffusers.hooks import HookRegistry
+
+from ..api import FIRST_BLOCK_HOOK, MIDDLE_BLOCK_HOOK, _controller, apply_cg_taylor, cg_taylor_stats
+from ..blocks import find_blocks
+from ..config import CGTaylorConfig
+from ..hooks import FirstBlockHook
+from . import hooks as skip_hooks
+
+METHOD_NAMES = ("full", "fewer-steps", "fora", "taylorseer", "fbcache", "magcache", "teacache", "cg-taylor")
+CALIBRATED = {"magcache": "mag_ratios", "teacache": "coefficients"}
+
+
+@dataclass
+class AppliedMethod:
+    name: str
+    params: dict
+    transformer: torch.nn.Module
+    num_inference_steps: int
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def is_cg_taylor(self) -> bool:
+        return self.name == "cg-taylor"
+
+    def remove(self) -> None:
+        skip_hooks.remove_all_hooks(self.transformer)
+
+
+def _check_params(name: str, params: dict, accepted: set[str]) -> None:
+    unknown = sorted(set(params) - accepted)
+    if unknown:
+        raise ValueError(f"method {name!r} got unknown parameter(s) {unknown}; accepted: {sorted(accepted)}")
+
+
+def _dtype(value):
+    if value is None or isinstance(value, torch.dtype):
+        return value
+    return getattr(torch, str(value).replace("torch.", ""))
+
+
+def apply_method(
+    transformer: torch.nn.Module, name: str, params: dict | None = None, *, num_inference_steps: int = 50
+) -> AppliedMethod:
+    """Register method ``name`` with ``params`` on ``transformer`` (after removing any hooks already there)."""
+    params = dict(params or {})
+    if name not in METHOD_NAMES:
+        raise ValueError(f"unknown method {name!r}; available: {list(METHOD_NAMES)}")
+    skip_hooks.remove_all_hooks(transformer)
+    steps = int(num_inference_steps)
+    applied = AppliedMethod(name, params, transformer, steps)
+
+    if name == "full":
+        _check_params(name, params, set())
+    elif name == "fewer-steps":
+        _check_params(name, params, {"steps"})
+        applied.num_inference_steps = int(params["steps"])
+    elif name == "fora":
+        _check_params(name, params, {"interval", "warmup_steps"})
+        skip_hooks.apply_block_skip(transformer, skip_hooks.ForaPolicy(**params))
+    elif name == "teacache":
+        _check_params(name, params, {"threshold", "coefficients", "calibrate"})
+        if "coefficients" not in params and not params.get("calibrate"):
+            raise ValueError("teacache needs `coefficients` fitted on the model (make_generator fits them)")
+        policy = skip_hooks.TeaCachePolicy(num_inference_steps=steps, **params)
+        skip_hooks.apply_block_skip(transformer, policy)
+        applied.extra["policy"] = policy
+    elif name == "fbcache":
+        from diffusers.hooks import FirstBlockCacheConfig, apply_first_block_cache
+
+        _check_params(name, params, {"threshold"})
+        apply_first_block_cache(transformer, FirstBlockCacheConfig(**params))
+    elif name == "magcache":
+        from diffusers.hooks import MagCacheConfig, apply_mag_cache
+
+        _check_params(name, params, {"threshold", "max_skip_steps", "retention_ratio", "mag_ratios", "calibrate"})
+        if "mag_ratios" not in params and not params.get("calibrate"):
+            raise ValueError("magcache needs `mag_ratios` calibrated on the model (make_generator calibrates them)")
+        apply_mag_cache(transformer, MagCacheConfig(num_inference_steps=steps, **params))
+    elif name == "taylorseer":
+        from diffusers.hooks import TaylorSeerCacheConfig, apply_taylorseer_cache
+
+        accepted = set(TaylorSeerCacheConfig.__dataclass_fields__)
+        _check_params(name, params, accepted)
+        values = dict(params)
+        values["taylor_factors_dtype"] = _dtype(values.get("taylor_factors_dtype", "float32"))
+        for key in ("cache_identifiers", "skip_predict_identifiers"):
+            if values.get(key) is not None:
+                values[key] = list(values[key])
+        apply_taylorseer_cache(transformer, TaylorSeerCacheConfig(**values))
+    elif name == "cg-taylor":
+        values = dict(params)
+        probe = int(values.pop("probe_block", 1))
+        values.setdefault("num_inference_steps", steps)
+        apply_cg_taylor(transformer, CGTaylorConfig.from_dict(values))
+        if probe != 1:
+            move_probe(transformer, probe)
+    if name not in ("full", "fewer-steps", "cg-taylor"):
+        skip_hooks.add_default_context(transformer)
+    return applied
+
+
+def move_probe(transformer: torch.nn.Module, probe_block: int) -> None:
+    """Make CG-Taylor's gate measure the forecast error of block ``probe_block`` (1-based) instead of block 1:
+    blocks before it always run, and the residual forecast is taken from its output."""
+    blocks = find_blocks(transformer).blocks
+    if not 1 <= probe_block < len(blocks):
+        raise ValueError(f"probe_block must be in 1..{len(blocks) - 1} (the last block is forecast), got {probe_block}")
+    controller = _controller(transformer)
+    HookRegistry.check_if_exists_or_initialize(blocks[0]).remove_hook(FIRST_BLOCK_HOOK, recurse=False)
+    for block in blocks[1:probe_block]:
+        HookRegistry.check_if_exists_or_initialize(block).remove_hook(MIDDLE_BLOCK_HOOK, recurse=False)
+    HookRegistry.check_if_exists_or_initialize(blocks[probe_block - 1]).register_hook(
+        FirstBlockHook(controller), FIRST_BLOCK_HOOK
+    )
+    skip_hooks.invalidate(transformer)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Calibration
+# ----------------------------------------------------------------------------------------------------------------------
+def calibrate(model, name: str, *, num_inference_steps: int, conditions, seed: int) -> dict:
+    """What ``name`` must learn from a full-compute run of ``model``: MagCache's magnitude ratios (diffusers'
+    calibration mode) or TeaCache's rescaling polynomial. ``{}`` for the other methods."""
+    transformer = model.transformer
+    if name == "magcache":
+        apply_method(transformer, "magcache", {"calibrate": True}, num_inference_steps=num_inference_steps)
+        printed = io.StringIO()
+        try:
+            with contextlib.redirect_stdout(printed):
+                model(conditions, num_inference_steps=num_inference_steps, seed=seed)
+        finally:
+            skip_hooks.remove_all_hooks(transformer)
+        runs = [ast.literal_eval(line) for line in printed.getvalue().splitlines() if line.startswith("[")]
+        if not runs:
+            raise RuntimeError("MagCache calibration printed no ratios")
+        ratios = [sum(values) / len(values) for values in zip(*runs)]  # one list per cache context, averaged
+        return {"mag_ratios": ratios}
+    if name == "teacache":
+        applied = apply_method(transformer, "teacache", {"calibrate": True}, num_inference_steps=num_inference_steps)
+        try:
+            model(conditions, num_inference_steps=num_inference_steps, seed=seed)
+        finally:
+            applied.remove()
+        return {"coefficients": skip_hooks.fit_teacache_polynomial(applied.extra["policy"].calibration)}
+    return {}
+
+
+def cached_calibration(model, name: str, *, num_inference_steps: int, conditions, seed: int, path: Path | None) -> dict:
+    """``calibrate`` with its answer kept in the JSON file ``path`` (per model, method and step count)."""
+    if name not in CALIBRATED:
+        return {}
+    if path is not None and Path(path).exists():
+        return json.loads(Path(path).read_text())
+    values = calibrate(model, name, num_inference_steps=num_inference_steps, conditions=conditions, seed=seed)
+    if path is not None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
+        tmp.write_text(json.dumps(values))
+        os.replace(tmp, path)
+    return values
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Generators
+# ----------------------------------------------------------------------------------------------------------------------
+class MethodGenerator:
+    """Samples from ``model`` with a method applied: ``gen(conditions, seed)`` -> samples in [0, 1]."""
+
+    def __init__(self, model, name: str, params: dict, num_inference_steps: int):
+        self.model = model
+        self.name = name
+        self.params = dict(params)
+        self.reference_steps = int(num_inference_steps)
+        self.applied: AppliedMethod | None = None
+        self.attach()
+
+    @property
+    def num_inference_steps(self) -> int:
+        return self.applied.num_inference_steps if self.applied else self.reference_steps
+
+    def attach(self) -> "MethodGenerator":
+        self.applied = apply_method(
+            self.model.transformer, self.name, self.params, num_inference_steps=self.reference_steps
+        )
+        return self
+
+    def remove(self) -> None:
+        if self.applied is not None:
+            self.applied.remove()
+        self.applied = None
+
+    def __call__(self, conditions, seed: int = 0) -> torch.Tensor:
+        if self.applied is None:
+            self.attach()
+        return self.model(conditions, num_inference_steps=self.num_inference_steps, seed=seed)
+
+    def cg_taylor_stats(self):
+        return cg_taylor_stats(self.model.transformer) if self.name == "cg-taylor" else None
+
+
+def make_generator(
+    model,
+    name: str,
+    params: dict | None = None,
+    *,
+    num_inference_steps: int = 50,
+    calibration_conditions=None,
+    calibration_seed: int = 1000,
+    calibration_file: str | os.PathLike | None = None,
+) -> MethodGenerator:
+    """A generator for ``model`` (a zoo model or a :mod:`.models` pipeline wrapper) with method ``name`` applied.
+
+    MagCache and TeaCache are first calibrated on ``calibration_conditions`` (default: 4 of the model's default
+    conditions at ``calibration_seed``) unless ``params`` already hold ``mag_ratios`` / ``coefficients``; the result is
+    kept in ``calibration_file`` when given.
+    """
+    params = dict(params or {})
+    key = CALIBRATED.get(name)
+    if key is not None and key not in params:
+        conditions = calibration_conditions or model.default_conditions(4, seed=calibration_seed)
+        params.update(
+            cached_calibration(
+                model, name, num_inference_steps=num_inference_steps, conditions=conditions,
+                seed=calibration_seed, path=calibration_file,
+            )
+        )
+    return MethodGenerator(model, name, params, num_inference_steps)
