@@ -1,0 +1,82 @@
+"""The real-scale benchmark: published configs, forced schedules, and a reduced CPU run end to end."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import pytest
+import torch
+
+from cgtaylor.bench.real_scale import (
+    MODEL_ORDER,
+    build_transformer,
+    forced_schedule,
+    load_spec,
+    main,
+    scaled_full_steps,
+    schedule_config,
+    simulate_schedule,
+)
+
+
+def test_published_configs():
+    flux = load_spec("flux1-dev")
+    assert flux.transformer["num_layers"] == 19 and flux.transformer["num_single_layers"] == 38
+    assert flux.transformer["num_attention_heads"] * flux.transformer["attention_head_dim"] == 3072
+    assert flux.transformer["axes_dims_rope"] == [16, 56, 56] and flux.transformer["guidance_embeds"]
+    gh, gw = flux.inputs["image_tokens_hw"]
+    assert gh * gw == 4096 and flux.inputs["text_tokens"] == 512
+    wan = load_spec("wan2.1-t2v-1.3b")
+    f, h, w = wan.inputs["latent_fhw"]
+    assert (f, h, w) == (21, 60, 104) and f * (h // 2) * (w // 2) == 32760 and wan.cfg == "calls"
+    assert wan.contexts == ("cond", "uncond")
+    dit = load_spec("dit-xl-2-256")
+    assert dit.transformer["num_layers"] == 28 and dit.cfg == "batch"
+    reduced = load_spec("flux1-dev", reduced=True)
+    assert reduced.transformer["num_layers"] == 2 and reduced.inputs["text_tokens"] == 8
+
+
+@pytest.mark.parametrize("name, params", [("dit-xl-2-256", 749_826_464), ("wan2.1-t2v-1.3b", 1_418_996_800)])
+def test_real_size_on_meta_device(name, params):
+    # Built without memory: the parameter count is the published model's (Wan2.1-1.3B: 1.42 B).
+    model = build_transformer(load_spec(name), torch.device("meta"), torch.bfloat16)
+    assert sum(p.numel() for p in model.parameters()) == params
+
+
+@pytest.mark.parametrize("num_steps", [8, 50])
+def test_forced_schedule_hits_every_count(num_steps):
+    for full in range(2, num_steps + 1):
+        warmup, cap = forced_schedule(num_steps, full)
+        computed = simulate_schedule(num_steps, warmup, cap)
+        assert sum(computed) == full and computed[0] and computed[-1]
+    with pytest.raises(ValueError):
+        forced_schedule(num_steps, 1)
+
+
+def test_forced_schedule_spreads_paper_counts():
+    # 23 of 50: the full steps are spread out, not 22 leading steps and the last one.
+    warmup, cap = forced_schedule(50, 23)
+    assert cap is not None and warmup < 10
+    config = schedule_config(load_spec("flux1-dev"), 50, 23)
+    assert math.isinf(config.threshold) and config.num_inference_steps == 50
+    assert scaled_full_steps([23, 15, 13, 11], 8) == [4, 2]
+    assert scaled_full_steps([23, 15], 50) == [23, 15]
+
+
+def test_reduced_run_end_to_end(tmp_path):
+    out = tmp_path / "real_scale.md"
+    results = main(["--reduced", "--out", str(out), "--steps", "6", "--probe-steps", "5", "--full-steps", "23,11"])
+    assert [r.name for r in results] == list(MODEL_ORDER)
+    text = out.read_text()
+    assert "Device: CPU" in text and "reduced" in text
+    table = pd.read_csv(out.with_suffix(".csv"))
+    forced = table[table.method == "cg_taylor"]
+    assert len(forced) == 2 * len(MODEL_ORDER) and (table.method == "plain").sum() == len(MODEL_ORDER)
+    assert forced.schedule_ok.all() and table.finite.all()
+    assert (table.c > 0).all() and (table.c < 1.5).all()
+    for r in results:
+        assert r.forecast_step_s is not None and r.cache_bytes > 0
+        wan_like = r.name.startswith("wan")
+        rows = [row for row in r.rows if row["method"] == "cg_taylor"]
+        assert all(len(row["computed"].split("/")) == (2 if wan_like else 1) for row in rows)
