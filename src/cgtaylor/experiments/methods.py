@@ -165,7 +165,7 @@ def calibrate(model, name: str, *, num_inference_steps: int, conditions, seed: i
                 model(conditions, num_inference_steps=num_inference_steps, seed=seed)
         finally:
             skip_hooks.remove_all_hooks(transformer)
-        runs = [ast.literal_eval(line) for line in printed.getvalue().splitlines() if line.startswith("[")]
+        runs = [ast.literal_eval(line) for line in printed.getvalue().splitlines() if line.startswith("[") and not line.startswith("[MagCache]")]
         if not runs:
             raise RuntimeError("MagCache calibration printed no ratios")
         ratios = [sum(values) / len(values) for values in zip(*runs)]  # one list per cache context, averaged
