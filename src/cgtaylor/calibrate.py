@@ -1,0 +1,412 @@
+"""Find CG-Taylor's threshold from a target users understand: a FLOPs speedup, or a PSNR floor.
+
+    result = calibrate_cg_taylor(transformer, lambda: model(probe_conditions, seed=0), target_speedup=3.0)
+    result.config          # the CGTaylorConfig found; the transformer is left accelerated with it
+    print(result.report.summary())
+
+How it works. ``generate`` runs one generation of a small probe set (fixed seeds: it must be deterministic) and
+returns its output. It is run once with the accelerator removed, as the reference output and the reference
+FLOPs (``count_flops`` on the transformer). Then the threshold is searched on a log scale: the FLOPs speedup grows
+and the fidelity to the reference falls as the threshold grows (the gate forecasts more steps), so the target is
+first bracketed by stepping the threshold by a factor of 4 from ``base_config.threshold``, then closed in on by
+regula falsi (Illinois variant) on ``log(threshold)``, which falls back to bisection where the secant would not
+make progress (the speedup is a step function: one full step more or less).
+
+- ``target_speedup``: the trial whose probe speedup is nearest the target (relative ``tolerance``, default 5%)
+  is returned. The search stops at the first trial within the tolerance.
+- ``min_psnr`` (dB): the fastest trial whose *worst* probe sample (minimum per-sample PSNR against the reference)
+  is at least ``min_psnr + psnr_margin`` is returned, so held-out samples also clear ``min_psnr``. Threshold 0 is
+  the reference itself (every step computed: infinite PSNR, speedup 1) and is never run.
+
+Cost. Every generation's FLOPs are counted; the search stops before a trial could take the total past
+``max_cost`` full generations of the probe set (default 12, the reference included). A trial's cost is bounded
+by ``1 / speedup`` of the nearest smaller threshold already run (the speedup is monotone), 1 if there is none.
+
+An unreachable target (a speedup above what threshold inf gives with this warm-up and these orders; or a PSNR
+floor that only threshold 0, i.e. no forecast step, keeps) emits a :class:`CalibrationWarning` that names the best reachable value,
+sets ``report.reached = False`` and ``report.best_reachable``, and returns the best trial (for a speedup: the
+fastest; for a PSNR floor: threshold 0, i.e. no acceleration). ``strict=True`` raises
+:class:`TargetUnreachableError` (a ``ValueError``) with the same message instead.
+
+Only the threshold is searched; warm-up, orders and the forecast mode come from ``base_config`` (the paper's
+per-model orders are a good start, see ``CGTaylorConfig.paper_preset``).
+
+On return the transformer is accelerated with the config found (a previous CG-Taylor configuration is replaced);
+call ``remove_cg_taylor`` to restore the plain model. On an exception the transformer is left plain.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+from .api import apply_cg_taylor, cg_taylor_stats, remove_cg_taylor, reset_cg_taylor
+from .config import CGTaylorConfig
+from .metrics import count_flops, psnr, psnr_per_sample
+
+EXPAND_FACTOR = 4.0  # threshold step while bracketing
+MIN_THRESHOLD = 1e-5  # below this the gate forecasts (almost) nothing: treat as threshold 0
+MAX_THRESHOLD = 1e2  # above this the gate forecasts (almost) everything: try threshold inf
+
+
+class CalibrationWarning(UserWarning):
+    """The target cannot be reached on the probe set; the report names the best reachable value."""
+
+
+class TargetUnreachableError(ValueError):
+    def __init__(self, message: str, report: "CalibrationReport"):
+        super().__init__(message)
+        self.report = report
+
+
+@dataclass
+class Trial:
+    """One probe generation at ``threshold`` (threshold 0 is the reference: not run, cost 0)."""
+
+    threshold: float
+    speedup: float  # reference FLOPs / this run's FLOPs
+    psnr_min: float  # worst per-sample PSNR against the reference (dB)
+    psnr: float  # PSNR over the whole probe batch (dB)
+    flops: int
+    computed_steps: int
+    total_steps: int
+    cost: float  # flops / reference flops
+
+
+@dataclass
+class CalibrationReport:
+    target: str  # "target_speedup" | "min_psnr"
+    target_value: float
+    reached: bool
+    threshold: float
+    speedup: float  # on the probe set, of the returned config
+    psnr_min: float  # worst per-sample PSNR on the probe set (dB), of the returned config
+    psnr: float
+    generations: int  # probe generations run, the reference included
+    cost: float  # their FLOPs in full-generation equivalents (sum of flops / reference flops)
+    max_cost: float
+    reference_flops: int
+    best_reachable: float | None = None  # set when the target is not reached: best speedup / PSNR floor reachable
+    message: str = ""
+    trials: list[Trial] = field(default_factory=list)  # in the order run
+
+    @property
+    def threshold_trace(self) -> list[float]:
+        return [t.threshold for t in self.trials]
+
+    def summary(self) -> str:
+        unit = "x" if self.target == "target_speedup" else " dB"
+        lines = [
+            f"CG-Taylor calibration for {self.target} = {self.target_value:g}{unit}: "
+            + ("reached" if self.reached else "NOT reached"),
+            f"  threshold {self.threshold:.6g}: probe speedup {self.speedup:.3f}x, worst-sample PSNR "
+            f"{self.psnr_min:.2f} dB (batch {self.psnr:.2f} dB)",
+            f"  search: {self.generations} generations, cost {self.cost:.2f} full-generation equivalents "
+            f"(limit {self.max_cost:g})",
+            "  trace: " + ", ".join(f"{t.threshold:.4g} -> {t.speedup:.2f}x/{t.psnr_min:.1f} dB" for t in self.trials),
+        ]
+        if self.message:
+            lines.append("  " + self.message)
+        return "\n".join(lines)
+
+
+@dataclass
+class CalibrationResult:
+    config: CGTaylorConfig
+    report: CalibrationReport
+
+
+def _transformer_of(target) -> torch.nn.Module:
+    if isinstance(target, torch.nn.Module):
+        return target
+    transformer = getattr(target, "transformer", None)
+    if isinstance(transformer, torch.nn.Module):
+        return transformer
+    raise TypeError(f"calibrate_cg_taylor expects a diffusers transformer or pipeline, got {type(target).__name__}")
+
+
+class _Search:
+    """Runs and remembers probe generations; keeps the cost account."""
+
+    def __init__(self, target, module, generate, base: CGTaylorConfig, max_cost: float, data_range: float):
+        self.data_range = data_range
+        self.target, self.module, self.generate, self.base, self.max_cost = target, module, generate, base, max_cost
+        remove_cg_taylor(target)
+        reference, self.reference_flops = count_flops(generate, module)
+        if not isinstance(reference, torch.Tensor):
+            raise TypeError(f"generate() must return the output tensor of the probe generation, got {type(reference).__name__}")
+        if self.reference_flops <= 0:
+            raise ValueError("generate() ran no FLOPs in the transformer: does it call this transformer?")
+        self.reference = reference.detach()
+        self.generations, self.cost = 1, 1.0
+        self.trials: dict[float, Trial] = {0.0: Trial(0.0, 1.0, math.inf, math.inf, self.reference_flops, 0, 0, 0.0)}
+        self.order: list[Trial] = []
+
+    def cost_bound(self, threshold: float) -> float:
+        below = [t for t in self.trials.values() if t.threshold < threshold]
+        return 1.0 / max(t.speedup for t in below) if below else 1.0
+
+    def affordable(self, threshold: float) -> bool:
+        return self.cost + self.cost_bound(threshold) <= self.max_cost + 1e-9
+
+    def run(self, threshold: float) -> Trial:
+        if threshold in self.trials:
+            return self.trials[threshold]
+        apply_cg_taylor(self.target, self.base.with_updates(threshold=threshold))
+        reset_cg_taylor(self.target)
+        output, flops = count_flops(self.generate, self.module)
+        stats = cg_taylor_stats(self.target)
+        per_sample = psnr_per_sample(output, self.reference, data_range=self.data_range)
+        trial = Trial(
+            threshold=threshold,
+            speedup=self.reference_flops / max(flops, 1),
+            psnr_min=float(per_sample.min()),
+            psnr=psnr(output, self.reference, data_range=self.data_range),
+            flops=int(flops),
+            computed_steps=stats.computed_steps,
+            total_steps=len(stats.records),
+            cost=flops / self.reference_flops,
+        )
+        self.generations += 1
+        self.cost += trial.cost
+        self.trials[threshold] = trial
+        self.order.append(trial)
+        return trial
+
+
+def _between(lo: float, hi: float, guess: float | None) -> float:
+    """A threshold strictly inside (lo, hi) on the log scale: ``guess`` kept at least 10% from either end."""
+    a, b = math.log(lo), math.log(hi)
+    x = (a + b) / 2 if guess is None or not math.isfinite(guess) else min(max(guess, a + 0.1 * (b - a)), b - 0.1 * (b - a))
+    return math.exp(x)
+
+
+def _secant(lo: float, f_lo: float, hi: float, f_hi: float) -> float | None:
+    """Root of the line through (log lo, f_lo), (log hi, f_hi), on the log-threshold scale."""
+    if not (math.isfinite(f_lo) and math.isfinite(f_hi)) or f_lo == f_hi:
+        return None
+    a, b = math.log(lo), math.log(hi)
+    return a - f_lo * (b - a) / (f_hi - f_lo)
+
+
+def calibrate_cg_taylor(
+    transformer,
+    generate: Callable[[], torch.Tensor],
+    *,
+    target_speedup: float | None = None,
+    min_psnr: float | None = None,
+    base_config: CGTaylorConfig | None = None,
+    tolerance: float = 0.05,
+    psnr_margin: float = 1.0,
+    max_cost: float = 12.0,
+    strict: bool = False,
+    data_range: float = 1.0,
+) -> CalibrationResult:
+    """Search CG-Taylor's threshold for a FLOPs speedup or a PSNR floor on a probe set (see the module docstring).
+
+    Args:
+        transformer: the diffusers transformer (or a pipeline with ``.transformer``) that ``generate`` runs.
+        generate: zero-argument callable running one deterministic generation of the probe set, returning its output.
+        target_speedup: wanted FLOPs speedup (> 1) over the full computation; exclusive with ``min_psnr``.
+        min_psnr: PSNR floor in dB that every probe sample must clear (with ``psnr_margin``); exclusive with
+            ``target_speedup``.
+        base_config: every setting but the threshold (default ``CGTaylorConfig()``); its threshold is the first guess.
+        tolerance: relative speedup tolerance (a speedup target counts as reached within it; a PSNR search stops
+            when the bracket's speedups differ by less than it).
+        psnr_margin: dB added to ``min_psnr`` on the probe set, so that held-out samples clear ``min_psnr``.
+        max_cost: limit on the search's FLOPs, in full generations of the probe set, the reference included.
+        strict: raise :class:`TargetUnreachableError` for an unreachable target instead of warning.
+        data_range: value range of ``generate``'s output for PSNR (1.0 for images in [0, 1]).
+
+    Returns:
+        :class:`CalibrationResult` ``(config, report)``; the transformer is left accelerated with ``config``.
+    """
+    if (target_speedup is None) == (min_psnr is None):
+        given = [n for n, v in (("target_speedup", target_speedup), ("min_psnr", min_psnr)) if v is not None]
+        raise ValueError(
+            "calibrate_cg_taylor needs exactly one of target_speedup or min_psnr, got "
+            + (" and ".join(given) if given else "neither")
+        )
+    if target_speedup is not None and not (isinstance(target_speedup, (int, float)) and target_speedup > 1):
+        raise ValueError(f"target_speedup must be a number > 1 (a FLOPs speedup), got {target_speedup!r}")
+    if min_psnr is not None and not (isinstance(min_psnr, (int, float)) and math.isfinite(min_psnr)):
+        raise ValueError(f"min_psnr must be a finite number of dB, got {min_psnr!r}")
+    if max_cost < 2:
+        raise ValueError(f"max_cost must be >= 2 full generations (the reference and one trial), got {max_cost}")
+    if not 0 < tolerance < 1:
+        raise ValueError(f"tolerance must be in (0, 1), got {tolerance}")
+    base = CGTaylorConfig() if base_config is None else base_config
+    if not isinstance(base, CGTaylorConfig):
+        raise TypeError(f"base_config must be a CGTaylorConfig, got {type(base).__name__}")
+    if base.analysis:
+        raise ValueError("base_config.analysis computes every step; calibrate with analysis=False")
+    start = base.threshold if 0 < base.threshold < math.inf else 0.05
+
+    module = _transformer_of(transformer)
+    try:
+        search = _Search(transformer, module, generate, base, max_cost, data_range)
+        if target_speedup is not None:
+            best, reached, best_reachable, message = _search_speedup(search, start, float(target_speedup), tolerance)
+            target, value = "target_speedup", float(target_speedup)
+        else:
+            floor = float(min_psnr) + psnr_margin
+            best, reached, best_reachable, message = _search_psnr(search, start, floor, tolerance)
+            target, value = "min_psnr", float(min_psnr)
+    except BaseException:
+        remove_cg_taylor(transformer)
+        raise
+
+    config = base.with_updates(threshold=best.threshold)
+    report = CalibrationReport(
+        target=target, target_value=value, reached=reached, threshold=best.threshold, speedup=best.speedup,
+        psnr_min=best.psnr_min, psnr=best.psnr, generations=search.generations, cost=search.cost,
+        max_cost=max_cost, reference_flops=search.reference_flops, best_reachable=best_reachable,
+        message=message, trials=list(search.order),
+    )
+    if not reached:
+        if strict:
+            remove_cg_taylor(transformer)
+            raise TargetUnreachableError(message, report)
+        warnings.warn(message, CalibrationWarning, stacklevel=2)
+    apply_cg_taylor(transformer, config)
+    reset_cg_taylor(transformer)
+    return CalibrationResult(config, report)
+
+
+def _search_speedup(search: _Search, start: float, target: float, tolerance: float):
+    def error(trial: Trial) -> float:  # > 0: too slow
+        return math.log(target) - math.log(trial.speedup)
+
+    def within(trial: Trial) -> bool:
+        return abs(trial.speedup / target - 1) <= tolerance
+
+    def nearest() -> Trial:
+        return min(search.order, key=lambda t: (abs(error(t)), -t.psnr_min))
+
+    lo, hi = 0.0, math.inf  # error(lo) > 0 (too slow), error(hi) <= 0 (fast enough): a bracket once both are run
+    threshold, hi_run = start, False
+    # Bracket: step by EXPAND_FACTOR until the speedup crosses the target; threshold inf is the ceiling.
+    while search.affordable(threshold):
+        trial = search.run(threshold)
+        if within(trial):
+            return trial, True, None, ""
+        if error(trial) > 0:
+            lo = threshold
+            if hi_run:
+                break
+            if math.isinf(threshold):
+                message = (
+                    f"target_speedup {target:g}x is not reachable with warmup_steps={search.base.warmup_steps}, "
+                    f"orders {search.base.first_block_order}/{search.base.last_block_order}: the best reachable "
+                    f"speedup on the probe set is {trial.speedup:.3f}x (threshold inf); returning that config"
+                )
+                return trial, False, trial.speedup, message
+            threshold = threshold * EXPAND_FACTOR if threshold * EXPAND_FACTOR <= MAX_THRESHOLD else math.inf
+        else:
+            hi, hi_run = threshold, True
+            if lo > 0:
+                break
+            threshold = threshold / EXPAND_FACTOR
+            if threshold < MIN_THRESHOLD:
+                break  # even a tiny threshold is too fast: the closest trial is returned
+    # Regula falsi (Illinois) on log threshold inside the bracket.
+    f_lo = error(search.trials[lo]) if lo > 0 else None
+    f_hi = error(search.trials[hi]) if hi_run else None
+    side = 0
+    while lo > 0 and hi_run and math.isfinite(hi) and hi / lo > 1 + 1e-3:
+        guess = _secant(lo, f_lo, hi, f_hi)
+        threshold = _between(lo, hi, guess)
+        if not search.affordable(threshold):
+            break
+        trial = search.run(threshold)
+        if within(trial):
+            return trial, True, None, ""
+        if error(trial) > 0:
+            lo, f_lo = threshold, error(trial)
+            if side == -1:
+                f_hi /= 2
+            side = -1
+        else:
+            hi, f_hi = threshold, error(trial)
+            if side == 1:
+                f_lo /= 2
+            side = 1
+    best = nearest()
+    if within(best):
+        return best, True, None, ""
+    message = (
+        f"target_speedup {target:g}x not reached within {tolerance:.0%} on the probe set: "
+        f"the nearest speedup found is {best.speedup:.3f}x (threshold {best.threshold:.4g}); "
+        f"{search.generations} generations, cost {search.cost:.2f} of {search.max_cost:g} full generations"
+    )
+    return best, False, best.speedup, message
+
+
+def _search_psnr(search: _Search, start: float, floor: float, tolerance: float):
+    def ok(trial: Trial) -> bool:
+        return trial.psnr_min >= floor
+
+    lo, hi = 0.0, None  # lo: largest threshold known to keep the floor (0: the reference); hi: smallest known not to
+    threshold = start
+    while search.affordable(threshold):
+        trial = search.run(threshold)
+        if ok(trial):
+            lo = threshold
+            if hi is not None or math.isinf(threshold):
+                break
+            threshold = threshold * EXPAND_FACTOR if threshold * EXPAND_FACTOR <= MAX_THRESHOLD else math.inf
+        else:
+            hi = threshold
+            if lo > 0:
+                break
+            threshold = threshold / EXPAND_FACTOR
+            if threshold < MIN_THRESHOLD:
+                break
+    f_lo = search.trials[lo].psnr_min - floor if lo > 0 else None
+    f_hi = search.trials[hi].psnr_min - floor if hi is not None else None
+    side = 0
+    while (
+        lo > 0 and hi is not None and math.isfinite(hi) and hi / lo > 1 + 1e-3
+        and search.trials[hi].speedup / search.trials[lo].speedup - 1 > tolerance
+    ):
+        threshold = _between(lo, hi, _secant(lo, f_lo, hi, f_hi))
+        if not search.affordable(threshold):
+            break
+        trial = search.run(threshold)
+        if ok(trial):
+            lo, f_lo = threshold, trial.psnr_min - floor
+            if side == -1:
+                f_hi /= 2
+            side = -1
+        else:
+            hi, f_hi = threshold, trial.psnr_min - floor
+            if side == 1:
+                f_lo /= 2
+            side = 1
+    # The fastest trial that keeps the floor (the reference, threshold 0, always does); at equal speed the better.
+    best = max((t for t in search.trials.values() if ok(t)), key=lambda t: (t.speedup, t.psnr_min, -t.threshold))
+    if best.speedup > 1.0:
+        return best, True, None, ""
+    accelerated = [t for t in search.order if t.speedup > 1.0]
+    closest = max(accelerated, key=lambda t: t.psnr_min, default=None)
+    message = (
+        f"min_psnr with margin ({floor:g} dB worst probe sample) is kept only without acceleration: "
+        + (f"the best worst-sample PSNR of a run that forecast any step was {closest.psnr_min:.2f} dB "
+           f"({closest.speedup:.3f}x, threshold {closest.threshold:.4g})" if closest else "no run that forecast a step was affordable")
+        + "; returning threshold 0 (every step computed)"
+    )
+    return search.trials[0.0], False, (closest.psnr_min if closest else None), message
+
+
+__all__ = [
+    "CalibrationReport",
+    "CalibrationResult",
+    "CalibrationWarning",
+    "TargetUnreachableError",
+    "Trial",
+    "calibrate_cg_taylor",
+]
