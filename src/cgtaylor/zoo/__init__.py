@@ -103,7 +103,9 @@ def load(name: str | os.PathLike, device: str | torch.device = "cpu", dtype: tor
     for prefix, mod in model.modules().items():
         sub = {k[len(prefix) + 1:]: v for k, v in state.items() if k.startswith(prefix + ".")}
         mod.load_state_dict(sub, strict=True)
-    return model.to(device=device, dtype=dtype)
+    if torch.device(device) != torch.device("cpu") or dtype != torch.float32:
+        model.to(device=device, dtype=dtype)
+    return model
 
 
 __all__ = ["MODEL_NAMES", "WEIGHTS_DIR", "ZooModel", "load", "save", "tiny", "build_transformer",
