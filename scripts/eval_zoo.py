@@ -65,10 +65,10 @@ def _label(name, cond):
     return cond.replace("a ", "", 1)
 
 
-def grid_images(name, x, conds, want, preds, path, cols):
+def grid_images(name, x, conds, want, preds, path, cols, steps):
     n = x.shape[0]
     rows = (n + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.3, rows * 1.55))
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.35, rows * (2.0 if name == "flux-digits" else 1.6)))
     for k, ax in enumerate(np.atleast_1d(axes).ravel()):
         ax.axis("off")
         if k >= n:
@@ -77,13 +77,13 @@ def grid_images(name, x, conds, want, preds, path, cols):
         ax.imshow(img[..., 0] if img.shape[-1] == 1 else img, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
         ok = preds[k] == want[k]
         ax.set_title(f"{_label(name, conds[k])}\npred {preds[k]}", fontsize=6, color="black" if ok else "red")
-    fig.suptitle(f"{name}: 50-step samples (title: condition / evaluator's digit; red = digit wrong)", fontsize=8)
+    fig.suptitle(f"{name}: {steps}-step samples (title: condition / evaluator's digit; red = digit wrong)", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=130)
     plt.close(fig)
 
 
-def grid_videos(name, v, conds, dirs, path):
+def grid_videos(name, v, conds, dirs, path, steps):
     n, _, f = v.shape[:3]
     fig, axes = plt.subplots(n, f, figsize=(f * 1.0, n * 1.1))
     for i in range(n):
@@ -95,7 +95,7 @@ def grid_videos(name, v, conds, dirs, path):
                 ax.set_ylabel(f"{conds[i].replace('a ', '', 1)}\n(seen: {dirs[i]})", fontsize=6)
             if i == 0:
                 ax.set_title(f"frame {j}", fontsize=6)
-    fig.suptitle(f"{name}: 50-step videos, one row per caption", fontsize=8)
+    fig.suptitle(f"{name}: {steps}-step videos, one row per caption", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=130)
     plt.close(fig)
@@ -164,12 +164,12 @@ def main():
         fig = out / "figures" / f"zoo_{short}_samples.png"
         if name == "wan-digits":
             k = min(8, n)
-            grid_videos(name, x[:k], conds[:k], evaluator.direction_of(x[:k]), fig)
+            grid_videos(name, x[:k], conds[:k], evaluator.direction_of(x[:k]), fig, args.steps)
         else:
             k = min(40 if name == "dit-digits" else 24, n)
             preds = evaluator.classify(x[:k], evaluator.load_evaluator(ev_dir)).tolist()
             want = [a["digit"] for a in m.condition_attributes(conds[:k])]
-            grid_images(name, x[:k], conds[:k], want, preds, fig, cols=10 if name == "dit-digits" else 8)
+            grid_images(name, x[:k], conds[:k], want, preds, fig, cols=10 if name == "dit-digits" else 8, steps=args.steps)
         report["models"][name]["figure"] = str(fig.relative_to(out))
     (out / "zoo.json").write_text(json.dumps(report, indent=2))
     (out / "zoo.md").write_text(render(report, args))
