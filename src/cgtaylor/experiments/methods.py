@@ -7,7 +7,7 @@ hooks (``AppliedMethod.remove()`` restores the plain model); ``make_generator(mo
 Methods (``METHOD_NAMES``) and their parameters:
 
 - ``full``: every block at every step.
-- ``fewer-steps``: ``steps``, the sampler's step count (the FLOPs-matched baseline).
+- ``fewer-steps``: ``speedup`` (steps = round(reference steps / speedup)) or ``steps``; the FLOPs-matched baseline.
 - ``fora``: ``interval``, ``warmup_steps``; fixed-interval reuse of the last block's output (every block skipped).
 - ``taylorseer``: diffusers ``TaylorSeerCacheConfig`` fields (``cache_interval``, ``max_order``,
   ``disable_cache_before_step``, ``use_lite_mode``, ``cache_identifiers``, ``skip_predict_identifiers``,
@@ -87,8 +87,11 @@ def apply_method(
     if name == "full":
         _check_params(name, params, set())
     elif name == "fewer-steps":
-        _check_params(name, params, {"steps"})
-        applied.num_inference_steps = int(params["steps"])
+        _check_params(name, params, {"steps", "speedup"})
+        if "speedup" in params:
+            applied.num_inference_steps = max(1, round(steps / float(params["speedup"])))
+        else:
+            applied.num_inference_steps = int(params["steps"])
     elif name == "fora":
         _check_params(name, params, {"interval", "warmup_steps"})
         skip_hooks.apply_block_skip(transformer, skip_hooks.ForaPolicy(**params))

@@ -124,7 +124,7 @@ def load_model(model_cfg) -> object:
 
         zoo_name = cfg.get("zoo_name", name)
         kind = NAME_KIND[zoo_name]
-        arch = dict(ARCH[kind], **TINY_OVERRIDES[kind], **(cfg.get("tiny_overrides") or {}))
+        arch = {**ARCH[kind], **TINY_OVERRIDES[kind], **(cfg.get("tiny_overrides") or {})}
         torch.manual_seed(int(cfg.get("seed", 0)))
         return SamplerBound(new_model(zoo_name, kind, arch), sampler, name)
     if source == "pipeline":
@@ -135,6 +135,8 @@ def load_model(model_cfg) -> object:
         cls = getattr(diffusers, PIPELINE_CLASSES[kind])
         dtype = getattr(torch, cfg.get("dtype", "float32"))
         pipeline = cls.from_pretrained(str(path), torch_dtype=dtype, local_files_only=True)
+        if cfg.get("scheduler"):
+            pipeline.scheduler = getattr(diffusers, cfg["scheduler"]).from_config(pipeline.scheduler.config)
         pipeline.to(cfg.get("device", "cuda" if torch.cuda.is_available() else "cpu"))
         conditions = cfg.get("conditions") or []
         return PipelineModel(name, kind, pipeline, sampler, conditions)

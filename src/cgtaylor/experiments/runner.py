@@ -328,6 +328,7 @@ class TableRunner:
         todo = [r for r in rows if row_key(r) not in done]
         computed = []
         if todo:
+            self.model(self.conditions()[:1], num_inference_steps=2, seed=0)  # the first call is many times slower
             refs = [self.reference(seed) for seed in self.seeds]
             bar = tqdm(todo, desc=f"{self.table['name']} ({self.model_cfg['name']})", disable=not self.progress,
                        mininterval=2, dynamic_ncols=True)
