@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Rebuild results/ from the shipped demo models: experiment tables, zoo quality, calibration, then every
+# notebook through papermill. Installs what it needs into .venv on first use.
+#   bash scripts/reproduce_all.sh            default profile (about 20 minutes on a 2-core CPU)
+#   bash scripts/reproduce_all.sh --full     more conditions and seeds, every sweep point
+#   bash scripts/reproduce_all.sh --quick    a smoke run of the whole chain (minutes), into results-quick/
+# A stopped run resumes: finished table rows, cached references and executed notebooks are kept.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+profile=default
+results="$root/results"
+case "${1:-}" in
+  --full) profile=full ;;
+  --quick) profile=quick; results="$root/results-quick" ;;
+  "") ;;
+  *) echo "usage: $0 [--full|--quick]" >&2; exit 2 ;;
+esac
+python="$("$root/scripts/ensure_env.sh")"
+cd "$root"
+export PYTHONUNBUFFERED=1
+started=$(date +%s)
+step() { echo; echo "== [$(( $(date +%s) - started ))s] $*"; }
+
+step "1/4 experiment tables (profile $profile)"
+"$python" scripts/run_experiments.py all=true profile="$profile" results_dir="$results"
+step "2/4 zoo quality and sampling speed"
+"$python" scripts/eval_zoo.py --profile "$profile" --out "$results"
+step "3/4 calibration: targets in speedup or PSNR"
+"$python" scripts/eval_calibration.py --profile "$profile" --out "$results"
+step "4/4 notebooks"
+"$python" scripts/run_notebooks.py "$profile" --results-dir "$results"
+step "done: tables in $results/tables, figures in $results/figures, executed notebooks in $results/notebooks"
