@@ -30,8 +30,7 @@ def main(cfg: DictConfig) -> None:
         return
     df = run_table(cfg)
     print(f"{cfg.table.name}: {len(df)} rows -> {cfg.results_dir}/tables/{cfg.table.name}.csv")
-    if cfg.table.name in ALL_TABLES[:3]:
-        write_summary(cfg.results_dir)
+    write_summary(cfg.results_dir)
 
 
 if __name__ == "__main__":

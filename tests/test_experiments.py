@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 
 import pandas as pd
@@ -13,7 +14,7 @@ from cgtaylor.experiments import ALL_TABLES, compose, run_table, summary_at_spee
 from cgtaylor.experiments.hooks import CacheBytesMeter
 from cgtaylor.experiments.methods import METHOD_NAMES, make_generator
 from cgtaylor.experiments.models import load_model
-from cgtaylor.experiments.runner import PerCallFlops, TableRunner, expand_rows
+from cgtaylor.experiments.runner import MemoFlops, PerCallFlops, TableRunner, expand_rows
 from cgtaylor.experiments.tables import interpolate_at
 
 STEPS = 6
@@ -36,10 +37,15 @@ def _model_cfg(kind: str):
     return OmegaConf.to_container(cfg.model, resolve=True)
 
 
+@functools.lru_cache(maxsize=None)
+def _tiny_model(kind: str):
+    return load_model(_model_cfg(kind))
+
+
 @pytest.fixture(scope="module", params=sorted(MODELS))
 def tiny(request):
     model_cfg = _model_cfg(request.param)
-    model = load_model(model_cfg)
+    model = _tiny_model(request.param)
     conditions = model.default_conditions(1, seed=0)
     with PerCallFlops(model.transformer) as flops:
         reference = model(conditions, num_inference_steps=STEPS, seed=0)
@@ -57,9 +63,11 @@ def test_every_method_reduces_flops_changes_output_and_is_removable(tiny):
     assert set(SKIPPING) == set(METHOD_NAMES) - {"full"}
     for method in SKIPPING:
         generator = make_generator(model, method, _params(model_cfg, method), num_inference_steps=STEPS)
-        with PerCallFlops(model.transformer) as flops, CacheBytesMeter(model.transformer) as meter:
+        with PerCallFlops(model.transformer) as flops, MemoFlops(model.transformer) as memo, \
+                CacheBytesMeter(model.transformer) as meter:
             output = generator(conditions, seed=0)
         generator.remove()
+        assert memo.calls == flops.calls, f"{method} on {kind}: memoised FLOPs differ from FlopCounterMode"
         assert flops.total < full_flops, f"{method} on {kind}: FLOPs {flops.total} not below full {full_flops}"
         assert torch.isfinite(output).all(), f"{method} on {kind}"
         assert not torch.equal(output, reference), f"{method} on {kind} left the output unchanged"
@@ -69,7 +77,7 @@ def test_every_method_reduces_flops_changes_output_and_is_removable(tiny):
 
 
 def test_calibrated_peers_calibrate_on_the_model(tmp_path):
-    model = load_model(_model_cfg("dit"))
+    model = _tiny_model("dit")
     conditions = model.default_conditions(1)
     for method, key in (("magcache", "mag_ratios"), ("teacache", "coefficients")):
         path = tmp_path / f"{method}.json"
@@ -83,7 +91,7 @@ def test_calibrated_peers_calibrate_on_the_model(tmp_path):
 
 
 def test_full_method_and_threshold_zero_cg_taylor_compute_everything():
-    model = load_model(_model_cfg("dit"))
+    model = _tiny_model("dit")
     conditions = model.default_conditions(1)
     with PerCallFlops(model.transformer) as full:
         model(conditions, num_inference_steps=STEPS, seed=0)
@@ -96,7 +104,8 @@ def test_full_method_and_threshold_zero_cg_taylor_compute_everything():
 
 def _quick_table_cfg(tmp_path, entries):
     cfg = compose(["table=table_dit", "profile=quick", "model.source=tiny", f"results_dir={tmp_path}",
-                   "profile.num_inference_steps=6", "profile.num_conditions=1", "progress=false"])
+                   "profile.num_inference_steps=6", "profile.num_conditions=1", "profile.wallclock_repeats=0",
+                   "progress=false"])
     with open_dict(cfg):
         cfg.table.entries = entries
     return cfg

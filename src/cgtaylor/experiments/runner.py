@@ -5,8 +5,8 @@
 1. loads the model (:func:`.models.load_model`) and the profile's workload (conditions x seeds x steps);
 2. computes (or reads from ``<cache_dir>``) the full-compute reference of each seed: output and FLOPs;
 3. expands the table's entries into rows (method defaults <- model-specific patterns <- entry params <- sweep point);
-4. for each row not already finished: samples with the method under FLOP counting (transformer calls actually run)
-   and a cache-memory meter, scores fidelity against the reference and the zoo evaluator, then times full and the
+4. for each row not already finished: samples with the method under FLOP counting (transformer calls actually run;
+   :class:`MemoFlops`, checked against ``FlopCounterMode`` on the reference) and a cache-memory meter, scores fidelity against the reference and the zoo evaluator, then times full and the
    method interleaved (``profile.wallclock_repeats`` pairs, medians);
 5. writes each finished row atomically (``<results_dir>/tables/rows/<table>/<workload>/<key>.json``) and rebuilds
    ``<results_dir>/tables/<table>.csv`` and ``.md``. A killed run restarts where it stopped.
@@ -96,6 +96,102 @@ class PerCallFlops:
     def __exit__(self, *exc):
         for handle in self._handles:
             handle.remove()
+
+    @property
+    def total(self) -> int:
+        return sum(self.calls)
+
+
+def _shapes(args, kwargs) -> tuple:
+    def sig(value):
+        if isinstance(value, torch.Tensor):
+            return (tuple(value.shape), value.dtype)
+        if isinstance(value, (tuple, list)):
+            return tuple(sig(v) for v in value)
+        return None
+
+    return sig(args), tuple(sorted((k, sig(v)) for k, v in kwargs.items()))
+
+
+class MemoFlops:
+    """The same per-call FLOPs as :class:`PerCallFlops`, several times cheaper on long runs.
+
+    ``FlopCounterMode`` routes every op through Python; here each leaf module (and each module with a ``processor``,
+    i.e. diffusers' attention, for the attention product outside its leaves) is counted with ``FlopCounterMode`` the
+    first time it runs on given input shapes, and the count is reused afterwards. A module that returns without
+    running its children (a forecast) counts nothing. The runner checks it against ``PerCallFlops`` on the full
+    reference and falls back to ``PerCallFlops`` where the two disagree.
+    """
+
+    def __init__(self, module: torch.nn.Module):
+        self.module = module
+        self.calls: list[int] = []
+        self._memo: dict = {}
+        self._handles = []
+        self._stack: list = []
+        self._leaf_runs = 0
+        self._current = 0
+
+    def __enter__(self):
+        units = [m for m in self.module.modules() if not list(m.children())]
+        composites = [m for m in self.module.modules() if list(m.children()) and hasattr(m, "processor")]
+
+        def hooked(module) -> bool:  # a diffusers hook may replace its forward (e.g. a TaylorSeer forecast)
+            registry = getattr(module, "_diffusers_hook", None)
+            return registry is not None and bool(registry.hooks)
+
+        def pre(module, args, kwargs):
+            key = (id(module), _shapes(args, kwargs))
+            counter = None
+            if key not in self._memo or (not list(module.children()) and hooked(module)):
+                counter = FlopCounterMode(display=False)
+                counter.__enter__()
+            self._stack.append((key, counter, self._leaf_runs, self._current))
+
+        def post_leaf(module, args, kwargs, output):
+            key, counter, _, _ = self._stack.pop()
+            if counter is not None:
+                counter.__exit__(None, None, None)
+                flops = counter.get_total_flops()
+                if not hooked(module):
+                    self._memo[key] = flops
+            else:
+                flops = self._memo[key]
+            self._current += flops
+            if flops:
+                self._leaf_runs += 1
+
+        def post_composite(module, args, kwargs, output):
+            key, counter, leaf_runs_before, current_before = self._stack.pop()
+            children = self._current - current_before
+            if counter is not None:
+                counter.__exit__(None, None, None)
+                if self._leaf_runs > leaf_runs_before:
+                    self._memo[key] = counter.get_total_flops() - children
+            if self._leaf_runs > leaf_runs_before and key in self._memo:  # it computed (not a forecast)
+                self._current += self._memo[key]
+
+        for unit in units:
+            self._handles.append(unit.register_forward_pre_hook(pre, with_kwargs=True))
+            self._handles.append(unit.register_forward_hook(post_leaf, with_kwargs=True))
+        for composite in composites:
+            self._handles.append(composite.register_forward_pre_hook(pre, with_kwargs=True))
+            self._handles.append(composite.register_forward_hook(post_composite, with_kwargs=True))
+
+        def begin(module, args):
+            self._current = 0
+
+        def end(module, args, output):
+            self.calls.append(self._current)
+
+        self._handles.append(self.module.register_forward_pre_hook(begin))
+        self._handles.append(self.module.register_forward_hook(end))
+        return self
+
+    def __exit__(self, *exc):
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
 
     @property
     def total(self) -> int:
@@ -250,7 +346,9 @@ class TableRunner:
         self.cfg = _plain(cfg)
         self.table = self.cfg["table"]
         self.model_cfg = self.cfg["model"]
-        self.profile = self.cfg["profile"]
+        self.profile = dict(self.cfg["profile"])
+        # a table may lighten a profile for an expensive model (e.g. fewer videos for Wan)
+        self.profile.update((self.table.get("profile_overrides") or {}).get(self.profile.get("name"), {}) or {})
         self.only_method = self.cfg.get("method")
         self.results_dir = Path(self.cfg.get("results_dir", "results"))
         self.tables_dir = self.results_dir / "tables"
@@ -297,12 +395,13 @@ class TableRunner:
         _ensure_ignored(self.cache_dir)
         transformer = self.model.transformer
         skip_hooks.remove_all_hooks(transformer)
-        with PerCallFlops(transformer) as flops:
+        with PerCallFlops(transformer) as flops, MemoFlops(transformer) as memo:
             output = self.model(self.conditions(), num_inference_steps=self.steps, seed=seed)
         start = time.perf_counter()
         self.model(self.conditions(), num_inference_steps=self.steps, seed=seed)
         seconds = time.perf_counter() - start
-        result = {"output": output, "flops": flops.total, "calls": len(flops.calls), "seconds": seconds}
+        result = {"output": output, "flops": flops.total, "calls": len(flops.calls), "seconds": seconds,
+                  "memo_flops_exact": memo.calls == flops.calls}
         atomic_torch_save(result, path)
         return result
 
@@ -392,16 +491,18 @@ class TableRunner:
             per_call_flops: list[int] = []
             computed_flags: list[bool] = []
             counter = FullStepCounter(transformer)
+            flop_counter = MemoFlops if all(r.get("memo_flops_exact") for r in refs) else PerCallFlops
             with skip_hooks.CacheBytesMeter(transformer) as meter, counter:
                 for seed in self.seeds:
-                    with PerCallFlops(transformer) as calls:
+                    with flop_counter(transformer) as calls:
                         outputs.append(generator(conditions, seed))
                     flops += calls.total
-                    per_call_flops = calls.calls
                     stats = generator.cg_taylor_stats()
                     if stats is not None:
                         cache_bytes = max(cache_bytes, stats.total_cache_bytes)
-                        computed_flags = [r.computed for r in stats.records]
+                    if seed == self.seeds[0]:  # the seed that is timed
+                        per_call_flops = calls.calls
+                        computed_flags = [r.computed for r in stats.records] if stats is not None else []
             if generator.cg_taylor_stats() is None:
                 cache_bytes = meter.peak
             output = torch.cat(outputs)
