@@ -75,6 +75,8 @@ class Trial:
     computed_steps: int
     total_steps: int
     cost: float  # flops / reference flops
+    same_above: float = 0.0  # every threshold in (same_above, same_upto] takes the same decisions on this probe
+    same_upto: float = 0.0
 
 
 @dataclass
@@ -130,7 +132,13 @@ def _transformer_of(target) -> torch.nn.Module:
 
 
 class _Search:
-    """Runs and remembers probe generations; keeps the cost account."""
+    """Runs and remembers probe generations; keeps the cost account.
+
+    A run at threshold t also tells which other thresholds would take exactly the same decisions: a step is forecast
+    iff its first-block error e < t, so every t' in (max e of the forecast steps, min e of the steps computed because
+    of their error] gives the same run. Those intervals keep the search from paying for a run it can predict and
+    tell it when no threshold between two runs can change anything (the speedup is a step function).
+    """
 
     def __init__(self, target, module, generate, base: CGTaylorConfig, max_cost: float, data_range: float):
         self.data_range = data_range
@@ -146,19 +154,32 @@ class _Search:
         self.trials: dict[float, Trial] = {0.0: Trial(0.0, 1.0, math.inf, math.inf, self.reference_flops, 0, 0, 0.0)}
         self.order: list[Trial] = []
 
+    def known(self, threshold: float) -> Trial | None:
+        """A run that takes the same decisions as ``threshold`` would, if one is known."""
+        for trial in self.trials.values():
+            if trial.threshold == threshold or trial.same_above < threshold <= trial.same_upto:
+                return trial
+        return None
+
     def cost_bound(self, threshold: float) -> float:
         below = [t for t in self.trials.values() if t.threshold < threshold]
         return 1.0 / max(t.speedup for t in below) if below else 1.0
 
     def affordable(self, threshold: float) -> bool:
-        return self.cost + self.cost_bound(threshold) <= self.max_cost + 1e-9
+        return self.known(threshold) is not None or self.cost + self.cost_bound(threshold) <= self.max_cost + 1e-9
 
     def run(self, threshold: float) -> Trial:
-        if threshold in self.trials:
-            return self.trials[threshold]
+        known = self.known(threshold)
+        if known is not None:
+            return known
         apply_cg_taylor(self.target, self.base.with_updates(threshold=threshold))
         reset_cg_taylor(self.target)
-        output, flops = count_flops(self.generate, self.module)
+        calls = [0]
+        handle = self.module.register_forward_pre_hook(lambda module, args: calls.__setitem__(0, calls[0] + 1))
+        try:
+            output, flops = count_flops(self.generate, self.module)
+        finally:
+            handle.remove()
         stats = cg_taylor_stats(self.target)
         per_sample = psnr_per_sample(output, self.reference, data_range=self.data_range)
         trial = Trial(
@@ -170,7 +191,19 @@ class _Search:
             computed_steps=stats.computed_steps,
             total_steps=len(stats.records),
             cost=flops / self.reference_flops,
+            same_above=threshold,
+            same_upto=threshold,
         )
+        # The statistics keep the last trajectory of each cache context: when they account for every call,
+        # the decisions of the whole generation are known, and with them the equivalent thresholds.
+        if stats.records and len(stats.records) == calls[0]:
+            leader = stats.records[0].context  # the context that decides; the others follow its decisions
+            rows = [r for r in stats.records if r.context == leader and r.first_block_error is not None]
+            forecast = [r.first_block_error for r in rows if not r.computed]
+            gated = [r.first_block_error for r in rows if r.computed and r.reason == "error"
+                     and not math.isnan(r.first_block_error)]
+            trial.same_above = max(forecast, default=0.0)
+            trial.same_upto = min(gated, default=math.inf)
         self.generations += 1
         self.cost += trial.cost
         self.trials[threshold] = trial
@@ -179,18 +212,58 @@ class _Search:
 
 
 def _between(lo: float, hi: float, guess: float | None) -> float:
-    """A threshold strictly inside (lo, hi) on the log scale: ``guess`` kept at least 10% from either end."""
+    """A threshold strictly inside (lo, hi) on the log scale: ``guess`` (a log threshold) kept 10% from either end."""
     a, b = math.log(lo), math.log(hi)
     x = (a + b) / 2 if guess is None or not math.isfinite(guess) else min(max(guess, a + 0.1 * (b - a)), b - 0.1 * (b - a))
     return math.exp(x)
 
 
 def _secant(lo: float, f_lo: float, hi: float, f_hi: float) -> float | None:
-    """Root of the line through (log lo, f_lo), (log hi, f_hi), on the log-threshold scale."""
+    """Root of the line through (log lo, f_lo), (log hi, f_hi): a log threshold."""
     if not (math.isfinite(f_lo) and math.isfinite(f_hi)) or f_lo == f_hi:
         return None
     a, b = math.log(lo), math.log(hi)
     return a - f_lo * (b - a) / (f_hi - f_lo)
+
+
+def _up(trial: Trial) -> float:
+    """The next threshold above ``trial`` that can change the outcome (inf when only inf can)."""
+    step = max(trial.threshold * EXPAND_FACTOR, trial.same_upto * (1 + 1e-6))
+    return step if step <= MAX_THRESHOLD else math.inf
+
+
+def _down(trial: Trial) -> float:
+    """The next threshold below ``trial`` that can change the outcome."""
+    return min(trial.threshold / EXPAND_FACTOR, trial.same_above)
+
+
+def _bisect(search: _Search, lo: Trial, hi: Trial, f, accept, done) -> None:
+    """Regula falsi (Illinois) on log threshold between ``lo`` (f > 0) and ``hi`` (f <= 0) while affordable.
+
+    Only thresholds in (lo.same_upto, hi.same_above] can give a new outcome; when that interval is empty the
+    step between the two runs is as fine as this probe allows.
+    """
+    f_lo, f_hi, side = f(lo), f(hi), 0
+    while not done(lo, hi):
+        left, right = max(lo.same_upto, lo.threshold), min(hi.same_above, hi.threshold)
+        if not (0 < left < right and math.isfinite(right)) or right / left <= 1 + 1e-6:
+            return
+        threshold = _between(left, right, _secant(lo.threshold, f_lo, hi.threshold, f_hi))
+        if not search.affordable(threshold):
+            return
+        trial = search.run(threshold)
+        if accept(trial):
+            return
+        if f(trial) > 0:
+            lo, f_lo = trial, f(trial)
+            if side == -1:
+                f_hi /= 2
+            side = -1
+        else:
+            hi, f_hi = trial, f(trial)
+            if side == 1:
+                f_lo /= 2
+            side = 1
 
 
 def calibrate_cg_taylor(
@@ -284,62 +357,41 @@ def _search_speedup(search: _Search, start: float, target: float, tolerance: flo
     def within(trial: Trial) -> bool:
         return abs(trial.speedup / target - 1) <= tolerance
 
-    def nearest() -> Trial:
-        return min(search.order, key=lambda t: (abs(error(t)), -t.psnr_min))
-
-    lo, hi = 0.0, math.inf  # error(lo) > 0 (too slow), error(hi) <= 0 (fast enough): a bracket once both are run
-    threshold, hi_run = start, False
-    # Bracket: step by EXPAND_FACTOR until the speedup crosses the target; threshold inf is the ceiling.
+    lo, hi = search.trials[0.0], None  # lo too slow, hi fast enough
+    threshold = start
+    # Bracket: step the threshold by EXPAND_FACTOR (past what a run shows to be equivalent) until the speedup
+    # crosses the target; threshold inf is the ceiling.
     while search.affordable(threshold):
         trial = search.run(threshold)
         if within(trial):
             return trial, True, None, ""
         if error(trial) > 0:
-            lo = threshold
-            if hi_run:
+            lo = trial
+            if hi is not None:
                 break
-            if math.isinf(threshold):
+            if math.isinf(trial.same_upto):  # behaves as threshold inf: nothing faster exists
                 message = (
                     f"target_speedup {target:g}x is not reachable with warmup_steps={search.base.warmup_steps}, "
                     f"orders {search.base.first_block_order}/{search.base.last_block_order}: the best reachable "
-                    f"speedup on the probe set is {trial.speedup:.3f}x (threshold inf); returning that config"
+                    f"speedup on the probe set is {trial.speedup:.3f}x (threshold {trial.threshold:.4g}, which "
+                    f"forecasts every step the gate may); returning that config"
                 )
                 return trial, False, trial.speedup, message
-            threshold = threshold * EXPAND_FACTOR if threshold * EXPAND_FACTOR <= MAX_THRESHOLD else math.inf
+            threshold = _up(trial)
         else:
-            hi, hi_run = threshold, True
-            if lo > 0:
+            hi = trial
+            if lo.threshold > 0:
                 break
-            threshold = threshold / EXPAND_FACTOR
+            threshold = _down(trial)
             if threshold < MIN_THRESHOLD:
-                break  # even a tiny threshold is too fast: the closest trial is returned
-    # Regula falsi (Illinois) on log threshold inside the bracket.
-    f_lo = error(search.trials[lo]) if lo > 0 else None
-    f_hi = error(search.trials[hi]) if hi_run else None
-    side = 0
-    while lo > 0 and hi_run and math.isfinite(hi) and hi / lo > 1 + 1e-3:
-        guess = _secant(lo, f_lo, hi, f_hi)
-        threshold = _between(lo, hi, guess)
-        if not search.affordable(threshold):
-            break
-        trial = search.run(threshold)
-        if within(trial):
-            return trial, True, None, ""
-        if error(trial) > 0:
-            lo, f_lo = threshold, error(trial)
-            if side == -1:
-                f_hi /= 2
-            side = -1
-        else:
-            hi, f_hi = threshold, error(trial)
-            if side == 1:
-                f_lo /= 2
-            side = 1
-    best = nearest()
+                break
+    if lo.threshold > 0 and hi is not None:
+        _bisect(search, lo, hi, error, within, lambda lo, hi: False)
+    best = min(search.order, key=lambda t: (abs(error(t)), -t.psnr_min))
     if within(best):
         return best, True, None, ""
     message = (
-        f"target_speedup {target:g}x not reached within {tolerance:.0%} on the probe set: "
+        f"target_speedup {target:g}x not reached within {tolerance:.1%} on the probe set: "
         f"the nearest speedup found is {best.speedup:.3f}x (threshold {best.threshold:.4g}); "
         f"{search.generations} generations, cost {search.cost:.2f} of {search.max_cost:g} full generations"
     )
@@ -347,48 +399,30 @@ def _search_speedup(search: _Search, start: float, target: float, tolerance: flo
 
 
 def _search_psnr(search: _Search, start: float, floor: float, tolerance: float):
-    def ok(trial: Trial) -> bool:
-        return trial.psnr_min >= floor
+    def margin(trial: Trial) -> float:  # >= 0: keeps the floor
+        return trial.psnr_min - floor
 
-    lo, hi = 0.0, None  # lo: largest threshold known to keep the floor (0: the reference); hi: smallest known not to
+    lo, hi = search.trials[0.0], None  # lo keeps the floor (the reference does), hi does not
     threshold = start
     while search.affordable(threshold):
         trial = search.run(threshold)
-        if ok(trial):
-            lo = threshold
-            if hi is not None or math.isinf(threshold):
+        if margin(trial) >= 0:
+            lo = trial
+            if hi is not None or math.isinf(trial.same_upto):
                 break
-            threshold = threshold * EXPAND_FACTOR if threshold * EXPAND_FACTOR <= MAX_THRESHOLD else math.inf
+            threshold = _up(trial)
         else:
-            hi = threshold
-            if lo > 0:
+            hi = trial
+            if lo.threshold > 0:
                 break
-            threshold = threshold / EXPAND_FACTOR
+            threshold = _down(trial)
             if threshold < MIN_THRESHOLD:
                 break
-    f_lo = search.trials[lo].psnr_min - floor if lo > 0 else None
-    f_hi = search.trials[hi].psnr_min - floor if hi is not None else None
-    side = 0
-    while (
-        lo > 0 and hi is not None and math.isfinite(hi) and hi / lo > 1 + 1e-3
-        and search.trials[hi].speedup / search.trials[lo].speedup - 1 > tolerance
-    ):
-        threshold = _between(lo, hi, _secant(lo, f_lo, hi, f_hi))
-        if not search.affordable(threshold):
-            break
-        trial = search.run(threshold)
-        if ok(trial):
-            lo, f_lo = threshold, trial.psnr_min - floor
-            if side == -1:
-                f_hi /= 2
-            side = -1
-        else:
-            hi, f_hi = threshold, trial.psnr_min - floor
-            if side == 1:
-                f_lo /= 2
-            side = 1
+    if lo.threshold > 0 and hi is not None:
+        _bisect(search, lo, hi, margin, lambda trial: False,
+                lambda lo, hi: hi.speedup / lo.speedup - 1 <= tolerance)
     # The fastest trial that keeps the floor (the reference, threshold 0, always does); at equal speed the better.
-    best = max((t for t in search.trials.values() if ok(t)), key=lambda t: (t.speedup, t.psnr_min, -t.threshold))
+    best = max((t for t in search.trials.values() if margin(t) >= 0), key=lambda t: (t.speedup, t.psnr_min, -t.threshold))
     if best.speedup > 1.0:
         return best, True, None, ""
     accelerated = [t for t in search.order if t.speedup > 1.0]
