@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -120,3 +121,16 @@ def test_cost_bound(pipe):
     assert report.cost == pytest.approx(1.0 + sum(t.cost for t in report.trials))
     assert report.generations == 1 + len(report.trials)
 
+
+
+def test_params_mapping_of_the_method_config(pipe):
+    from omegaconf import OmegaConf
+
+    from cgtaylor.calibrate import calibrate_from_params
+    path = Path(__file__).resolve().parents[1] / "conf" / "method" / "cg-taylor-target.yaml"
+    params = OmegaConf.to_container(OmegaConf.load(path))["params"]
+    assert params["target_speedup"] and params["min_psnr"] is None
+    with pytest.raises(ValueError, match="target_speedup and min_psnr"):
+        calibrate_from_params(pipe, probe(pipe), dict(params, min_psnr=35.0))
+    with pytest.raises(ValueError, match="Unknown CGTaylorConfig option"):
+        calibrate_from_params(pipe, probe(pipe), dict(params, thresold=0.1))

@@ -436,7 +436,27 @@ def _search_psnr(search: _Search, start: float, floor: float, tolerance: float):
     return search.trials[0.0], False, (closest.psnr_min if closest else None), message
 
 
+CALIBRATION_KEYS = ("target_speedup", "min_psnr", "tolerance", "psnr_margin", "max_cost", "strict", "data_range")
+
+
+def calibrate_from_params(transformer, generate: Callable[[], torch.Tensor], params: dict,
+                          num_inference_steps: int | None = None) -> CalibrationResult:
+    """``calibrate_cg_taylor`` from one flat mapping (a Hydra ``method.params`` node of ``cg-taylor-target``).
+
+    The keys in ``CALIBRATION_KEYS`` go to ``calibrate_cg_taylor``; the others are ``CGTaylorConfig`` fields of the
+    base config (``threshold`` is the first guess). ``num_inference_steps`` fills the base config's when not given.
+    """
+    params = {k: v for k, v in dict(params).items()}
+    calibration = {k: params.pop(k) for k in CALIBRATION_KEYS if k in params}
+    if num_inference_steps is not None:
+        params.setdefault("num_inference_steps", int(num_inference_steps))
+    base = CGTaylorConfig.from_dict(params)
+    return calibrate_cg_taylor(transformer, generate, base_config=base, **calibration)
+
+
 __all__ = [
+    "CALIBRATION_KEYS",
+    "calibrate_from_params",
     "CalibrationReport",
     "CalibrationResult",
     "CalibrationWarning",
