@@ -181,6 +181,17 @@ def test_analysis_mode_computes_everything_and_records_both_errors(dit):
     assert later["first_block_change"].notna().all()
 
 
+def test_few_step_runs_warn_that_nothing_can_be_skipped(dit, caplog):
+    apply_cg_taylor(dit, CGTaylorConfig(threshold=HUGE, warmup_steps=3))
+    with caplog.at_level("WARNING", logger="cgtaylor"):
+        run_dit(dit, steps=4)
+    assert "cannot skip any step of a 4-step run" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="cgtaylor"):
+        run_dit(dit, steps=10)
+    assert "cannot skip" not in caplog.text
+
+
 def test_remove_restores_plain_model_and_apply_twice_replaces(dit):
     reference = run_dit(dit)
     apply_cg_taylor(dit, CGTaylorConfig(threshold=HUGE))

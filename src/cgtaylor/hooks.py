@@ -8,6 +8,7 @@ through on forecast steps, and the last block then returns the forecast of its o
 from __future__ import annotations
 
 import inspect
+import logging
 
 import torch
 from diffusers.hooks.hooks import BaseState, CacheContext, ModelHook, StateManager
@@ -19,6 +20,7 @@ from .stats import CGTaylorStats, StepRecord
 from .taylor import TaylorLadder
 
 DEFAULT_CONTEXT = "default"
+logger = logging.getLogger("cgtaylor")
 
 
 def relative_l1(estimate: torch.Tensor, actual: torch.Tensor) -> float:
@@ -73,6 +75,7 @@ class CGTaylorController:
         self.shared = SharedDecisions()
         self.stats = CGTaylorStats()
         self.steps_provider = steps_provider
+        self._warned_steps: int | None = None
 
     def _state(self) -> CGTaylorState:
         return self.state_manager.get_state()
@@ -98,6 +101,7 @@ class CGTaylorController:
         state = self._state()
         if state.calls == 0 or self._starts_new_trajectory(state, context, timestep):
             state.start_trajectory(self._resolve_num_steps(context))
+            self._warn_if_nothing_to_skip(state.num_steps)
             self.shared.start_trajectory(context.name)
             self.stats.records = [r for r in self.stats.records if r.context != context.name]
             self.stats.cache_bytes.pop(context.name, None)
@@ -107,6 +111,18 @@ class CGTaylorController:
         state.calls += 1
         state.last_timestep = timestep
         state.last_step_index = state.step
+
+    def _warn_if_nothing_to_skip(self, num_steps: int | None) -> None:
+        if num_steps is None or self._warned_steps == num_steps:
+            return
+        skippable = num_steps - max(self.config.warmup_steps, 1) - 1
+        if skippable <= 0:
+            logger.warning(
+                "CG-Taylor cannot skip any step of a %d-step run with warmup_steps=%d (the first, warm-up and last "
+                "steps are always computed): expect no speedup on few-step samplers",
+                num_steps, self.config.warmup_steps,
+            )
+        self._warned_steps = num_steps
 
     @staticmethod
     def _starts_new_trajectory(state: CGTaylorState, context: CacheContext, timestep: float | None) -> bool:
