@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import matplotlib
@@ -109,4 +110,25 @@ def pareto(table: pd.DataFrame, title: str, x: str = "flops_speedup", y: str = "
     ax.set_ylabel("PSNR vs full-compute output (dB)")
     ax.set_title(title)
     ax.grid(alpha=0.3)
+    return fig
+
+
+def ablation_panels(table: pd.DataFrame, x: str = "flops_speedup", y: str = "psnr"):
+    """One panel per ablation group: fidelity against FLOPs speedup, a marker per setting."""
+    data = table[(table.method != "full") & table["valid"].astype(bool)]
+    groups = list(dict.fromkeys(data.group))
+    columns = min(3, max(1, len(groups)))
+    rows = math.ceil(len(groups) / columns) if groups else 1
+    fig, axes = plt.subplots(rows, columns, figsize=(5.2 * columns, 3.9 * rows), squeeze=False)
+    for ax, group in zip(axes.flat, groups):
+        frame = data[data.group == group]
+        sns.scatterplot(data=frame, x=x, y=y, hue="setting", style="setting", s=60, ax=ax)
+        ax.set_title(group)
+        ax.set_xlabel("FLOPs speedup over full compute (x)")
+        ax.set_ylabel("PSNR vs full-compute output (dB)")
+        ax.legend(fontsize=7, loc="best")
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(groups):]:
+        ax.set_visible(False)
+    fig.tight_layout()
     return fig
