@@ -1,17 +1,20 @@
 """Confidence-Gated Taylor forecasting for diffusers diffusion transformers."""
 
 from .api import apply_cg_taylor, cg_taylor_config, cg_taylor_stats, remove_cg_taylor, reset_cg_taylor
+from .calibrate import CalibrationResult, calibrate_cg_taylor
 from .config import CGTaylorConfig
 from .stats import CGTaylorStats, ContextTotals, StepRecord
 from .taylor import TaylorLadder
 
 __all__ = [
     "CGTaylorConfig",
+    "CalibrationResult",
     "CGTaylorStats",
     "ContextTotals",
     "StepRecord",
     "TaylorLadder",
     "apply_cg_taylor",
+    "calibrate_cg_taylor",
     "cg_taylor_config",
     "cg_taylor_stats",
     "remove_cg_taylor",
