@@ -199,3 +199,20 @@ def test_summary_interpolates_along_the_sweep():
     assert summary_at_speedups(df, [2]).set_index("method").loc["a", "psnr@2x"] == pytest.approx(35.0)
     df.loc[0, "valid"] = False
     assert math.isnan(summary_at_speedups(df, [2]).set_index("method").loc["a", "psnr@2x"])
+
+
+def test_real_model_config_runs_a_local_checkpoint(tmp_path):
+    """The pipeline path end to end on a tiny random DiT pipeline saved locally (what a user's checkpoint is)."""
+    from tiny_pipelines import tiny_dit_pipeline
+
+    tiny_dit_pipeline().save_pretrained(tmp_path / "dit")
+    cfg = compose(["model=dit-xl-2-256", f"model.path={tmp_path / 'dit'}", "model.dtype=float32", "+model.device=cpu"])
+    model = load_model(cfg.model)
+    conditions = model.default_conditions(2)
+    assert conditions == [207, 360]
+    reference = model(conditions, num_inference_steps=5, seed=0)
+    assert reference.shape[:2] == (2, 3) and 0 <= float(reference.min()) <= float(reference.max()) <= 1
+    generator = make_generator(model, "cg-taylor", {"threshold": 1e6, "warmup_steps": 1}, num_inference_steps=5)
+    output = generator(conditions, seed=0)
+    assert generator.cg_taylor_stats().forecast_steps > 0 and not torch.equal(output, reference)
+    generator.remove()

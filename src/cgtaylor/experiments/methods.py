@@ -122,7 +122,9 @@ def apply_method(
         values = dict(params)
         values["taylor_factors_dtype"] = _dtype(values.get("taylor_factors_dtype", "float32"))
         for key in ("cache_identifiers", "skip_predict_identifiers"):
-            if values.get(key) is not None:
+            if values.get("use_lite_mode"):
+                values.pop(key, None)  # lite mode has its own patterns
+            elif values.get(key) is not None:
                 values[key] = list(values[key])
         apply_taylorseer_cache(transformer, TaylorSeerCacheConfig(**values))
     elif name == "cg-taylor":

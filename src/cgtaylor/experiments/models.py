@@ -134,7 +134,7 @@ def load_model(model_cfg) -> object:
         kind = cfg["kind"]
         cls = getattr(diffusers, PIPELINE_CLASSES[kind])
         dtype = getattr(torch, cfg.get("dtype", "float32"))
-        pipeline = cls.from_pretrained(str(path), torch_dtype=dtype, local_files_only=True)
+        pipeline = cls.from_pretrained(str(path), dtype=dtype, local_files_only=True)
         if cfg.get("scheduler"):
             pipeline.scheduler = getattr(diffusers, cfg["scheduler"]).from_config(pipeline.scheduler.config)
         pipeline.to(cfg.get("device", "cuda" if torch.cuda.is_available() else "cpu"))
