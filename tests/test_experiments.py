@@ -60,7 +60,7 @@ def _params(model_cfg: dict, method: str) -> dict:
 
 def test_every_method_reduces_flops_changes_output_and_is_removable(tiny):
     kind, model_cfg, model, conditions, reference, full_flops = tiny
-    assert set(SKIPPING) == set(METHOD_NAMES) - {"full"}
+    assert set(SKIPPING) == set(METHOD_NAMES) - {"full", "cg-taylor-target"}
     for method in SKIPPING:
         generator = make_generator(model, method, _params(model_cfg, method), num_inference_steps=STEPS)
         with PerCallFlops(model.transformer) as flops, MemoFlops(model.transformer) as memo, \
@@ -88,6 +88,26 @@ def test_calibrated_peers_calibrate_on_the_model(tmp_path):
         assert path.exists() and all(math.isfinite(v) for v in values)
         if method == "magcache":
             assert len(values) == STEPS and values[0] == 1.0 and values[1] != 1.0
+
+
+def test_cg_taylor_target_searches_a_threshold_then_runs_cg_taylor(tmp_path):
+    model = _tiny_model("dit")
+    conditions = model.default_conditions(1)
+    params = {"target_speedup": 1.5, "max_cost": 6, "threshold": 0.05, "warmup_steps": 1}
+    generator = make_generator(model, "cg-taylor-target", params, num_inference_steps=STEPS,
+                               calibration_conditions=conditions, calibration_file=tmp_path / "target.json")
+    assert generator.name == "cg-taylor" and generator.params["threshold"] == generator.calibration["threshold"]
+    with PerCallFlops(model.transformer) as flops:
+        generator(conditions, seed=0)
+    generator.remove()
+    assert len(list(tmp_path.glob("target-*.json"))) == 1
+    assert generator.calibration["reached"] is False or flops.total < 0.9 * _full_flops(model, conditions)
+
+
+def _full_flops(model, conditions) -> int:
+    with PerCallFlops(model.transformer) as flops:
+        model(conditions, num_inference_steps=STEPS, seed=0)
+    return flops.total
 
 
 def test_full_method_and_threshold_zero_cg_taylor_compute_everything():

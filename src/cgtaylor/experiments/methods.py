@@ -20,6 +20,8 @@ Methods (``METHOD_NAMES``) and their parameters:
   fits ``coefficients`` on a calibration run).
 - ``cg-taylor``: ``CGTaylorConfig`` fields plus ``probe_block`` (1-based block whose forecast error gates, default 1:
   blocks before it always run; an ablation of where the gate measures).
+- ``cg-taylor-target``: ``cg-taylor`` whose threshold ``make_generator`` searches on calibration conditions for a
+  ``target_speedup`` or ``min_psnr`` (``cgtaylor.calibrate.calibrate_from_params``); then it runs as ``cg-taylor``.
 """
 
 from __future__ import annotations
@@ -41,7 +43,9 @@ from ..config import CGTaylorConfig
 from ..hooks import FirstBlockHook
 from . import hooks as skip_hooks
 
-METHOD_NAMES = ("full", "fewer-steps", "fora", "taylorseer", "fbcache", "magcache", "teacache", "cg-taylor")
+METHOD_NAMES = (
+    "full", "fewer-steps", "fora", "taylorseer", "fbcache", "magcache", "teacache", "cg-taylor", "cg-taylor-target",
+)
 CALIBRATED = {"magcache": "mag_ratios", "teacache": "coefficients"}
 
 
@@ -80,6 +84,8 @@ def apply_method(
     params = dict(params or {})
     if name not in METHOD_NAMES:
         raise ValueError(f"unknown method {name!r}; available: {list(METHOD_NAMES)}")
+    if name == "cg-taylor-target":
+        raise ValueError("cg-taylor-target needs a calibration run: use make_generator (it resolves to cg-taylor)")
     skip_hooks.remove_all_hooks(transformer)
     steps = int(num_inference_steps)
     applied = AppliedMethod(name, params, transformer, steps)
@@ -256,6 +262,9 @@ def make_generator(
     kept in ``calibration_file`` when given.
     """
     params = dict(params or {})
+    if name == "cg-taylor-target":
+        return _target_generator(model, params, num_inference_steps, calibration_conditions, calibration_seed,
+                                 calibration_file)
     key = CALIBRATED.get(name)
     if key is not None and key not in params:
         conditions = calibration_conditions or model.default_conditions(4, seed=calibration_seed)
@@ -266,3 +275,40 @@ def make_generator(
             )
         )
     return MethodGenerator(model, name, params, num_inference_steps)
+
+
+def _target_generator(model, params, num_inference_steps, conditions, seed, calibration_file) -> MethodGenerator:
+    """Search CG-Taylor's threshold for the target in ``params`` (kept in a JSON file per params), then run it."""
+    import hashlib
+
+    from ..calibrate import CALIBRATION_KEYS, calibrate_from_params
+
+    conditions = conditions or model.default_conditions(4, seed=seed)
+    path = None
+    if calibration_file is not None:
+        digest = hashlib.sha1(json.dumps(params, sort_keys=True, default=str).encode()).hexdigest()[:10]
+        path = Path(calibration_file).with_name(f"{Path(calibration_file).stem}-{digest}.json")
+    if path is not None and path.exists():
+        found = json.loads(path.read_text())
+    else:
+        try:
+            result = calibrate_from_params(
+                model.transformer,
+                lambda: model(conditions, num_inference_steps=num_inference_steps, seed=seed),
+                params,
+                num_inference_steps=num_inference_steps,
+            )
+        finally:
+            skip_hooks.remove_all_hooks(model.transformer)
+        found = {"threshold": result.config.threshold, "reached": result.report.reached,
+                 "probe_speedup": result.report.speedup, "summary": result.report.summary()}
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(f".tmp{os.getpid()}")
+            tmp.write_text(json.dumps(found))
+            os.replace(tmp, path)
+    cg_params = {k: v for k, v in params.items() if k not in CALIBRATION_KEYS}
+    cg_params["threshold"] = float(found["threshold"])
+    generator = MethodGenerator(model, "cg-taylor", cg_params, num_inference_steps)
+    generator.calibration = found
+    return generator

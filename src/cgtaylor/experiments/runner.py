@@ -298,7 +298,10 @@ def expand_rows(table_cfg: dict, model_cfg: dict, profile_cfg: dict, only_method
         if only_method is not None and method != only_method["name"]:
             continue
         base = dict((methods.get(method) or {}).get("params") or {})
-        base.update((model_cfg.get("method_params") or {}).get(method) or {})
+        model_params = model_cfg.get("method_params") or {}
+        if method == "cg-taylor-target":  # the model's CG-Taylor settings (orders, warm-up) apply as for cg-taylor
+            base.update(model_params.get("cg-taylor") or {})
+        base.update(model_params.get(method) or {})
         base.update(entry.get("params") or {})
         if only_method is not None:
             base.update(only_method.get("params") or {})
@@ -531,6 +534,9 @@ class TableRunner:
             note="" if valid else "invalid: FLOPs not below full",
             **scores,
         )
+        if getattr(generator, "calibration", None) is not None:
+            result["calibrated_threshold"] = generator.params["threshold"]
+            result["calibration_reached"] = generator.calibration.get("reached")
         if computed_flags and len(computed_flags) == len(per_call_flops):
             result.update(_forecast_overhead(computed_flags, per_call_flops, call_times))
         result.update(self._evaluate(output, conditions))
