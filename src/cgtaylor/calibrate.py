@@ -18,7 +18,8 @@ make progress (the speedup is a step function: one full step more or less).
   is at least ``min_psnr + psnr_margin`` is returned, so held-out samples also clear ``min_psnr``. Threshold 0 is
   the reference itself (every step computed: infinite PSNR, speedup 1) and is never run.
 
-Cost. Every generation's FLOPs are counted; the search stops before a trial could take the total past
+Cost. Every generation's FLOPs in the transformer are counted (``flops="memo"``: once per input shapes and
+decision, then reused; ``"exact"``: every call with ``count_flops``); the search stops before a trial could take the total past
 ``max_cost`` full generations of the probe set (default 12, the reference included). A trial's cost is bounded
 by ``1 / speedup`` of the nearest smaller threshold already run (the speedup is monotone), 1 if there is none.
 
@@ -46,6 +47,8 @@ import torch
 
 from .api import apply_cg_taylor, cg_taylor_stats, remove_cg_taylor, reset_cg_taylor
 from .config import CGTaylorConfig
+from torch.utils.flop_counter import FlopCounterMode
+
 from .metrics import count_flops, psnr, psnr_per_sample
 
 EXPAND_FACTOR = 4.0  # threshold step while bracketing
@@ -131,6 +134,56 @@ def _transformer_of(target) -> torch.nn.Module:
     raise TypeError(f"calibrate_cg_taylor expects a diffusers transformer or pipeline, got {type(target).__name__}")
 
 
+def _signature(args, kwargs) -> tuple:
+    def sig(value):
+        if isinstance(value, torch.Tensor):
+            return (tuple(value.shape), value.dtype)
+        if isinstance(value, (tuple, list)):
+            return tuple(sig(v) for v in value)
+        return None
+
+    return sig(args), tuple(sorted((k, sig(v)) for k, v in kwargs.items()))
+
+
+class _MemoFlops:
+    """Per-call FLOPs of the transformer, counted with ``FlopCounterMode`` once per (input shapes, computed or
+    forecast) and reused: a CG-Taylor call's FLOPs depend only on those (the gate's own work is elementwise, which
+    ``FlopCounterMode`` does not count). Several times cheaper than counting every call; ``flops="exact"`` counts
+    every call instead."""
+
+    def __init__(self, module: torch.nn.Module, decision: Callable[[], bool]):
+        self.module, self.decision = module, decision
+        self.memo: dict = {}
+        self.total = 0
+
+    def count(self, fn):
+        pending: list = []
+
+        def pre(module, args, kwargs):
+            key = _signature(args, kwargs)
+            counter = None
+            if (key, True) not in self.memo or (key, False) not in self.memo:
+                counter = FlopCounterMode(display=False)
+                counter.__enter__()
+            pending.append((key, counter))
+
+        def post(module, args, kwargs, output):
+            key, counter = pending.pop()
+            computed = self.decision()
+            if counter is not None:
+                counter.__exit__(None, None, None)
+                self.memo[(key, computed)] = counter.get_total_flops()
+            self.total += self.memo[(key, computed)]
+
+        handles = [self.module.register_forward_pre_hook(pre, with_kwargs=True),
+                   self.module.register_forward_hook(post, with_kwargs=True)]
+        try:
+            return fn()
+        finally:
+            for handle in handles:
+                handle.remove()
+
+
 class _Search:
     """Runs and remembers probe generations; keeps the cost account.
 
@@ -140,11 +193,14 @@ class _Search:
     tell it when no threshold between two runs can change anything (the speedup is a step function).
     """
 
-    def __init__(self, target, module, generate, base: CGTaylorConfig, max_cost: float, data_range: float):
-        self.data_range = data_range
+    def __init__(self, target, module, generate, base: CGTaylorConfig, max_cost: float, data_range: float,
+                 flops: str = "memo"):
+        self.data_range, self.flops_mode = data_range, flops
+        self._memo = _MemoFlops(module, self._last_decision)
         self.target, self.module, self.generate, self.base, self.max_cost = target, module, generate, base, max_cost
         remove_cg_taylor(target)
-        reference, self.reference_flops = count_flops(generate, module)
+        self.accelerated = False
+        reference, self.reference_flops = self._count(generate)
         if not isinstance(reference, torch.Tensor):
             raise TypeError(f"generate() must return the output tensor of the probe generation, got {type(reference).__name__}")
         if self.reference_flops <= 0:
@@ -153,6 +209,16 @@ class _Search:
         self.generations, self.cost = 1, 1.0
         self.trials: dict[float, Trial] = {0.0: Trial(0.0, 1.0, math.inf, math.inf, self.reference_flops, 0, 0, 0.0)}
         self.order: list[Trial] = []
+
+    def _last_decision(self) -> bool:
+        return not self.accelerated or cg_taylor_stats(self.target).records[-1].computed
+
+    def _count(self, fn):
+        if self.flops_mode == "exact":
+            return count_flops(fn, self.module)
+        before = self._memo.total
+        result = self._memo.count(fn)
+        return result, self._memo.total - before
 
     def known(self, threshold: float) -> Trial | None:
         """A run that takes the same decisions as ``threshold`` would, if one is known."""
@@ -174,10 +240,11 @@ class _Search:
             return known
         apply_cg_taylor(self.target, self.base.with_updates(threshold=threshold))
         reset_cg_taylor(self.target)
+        self.accelerated = True
         calls = [0]
         handle = self.module.register_forward_pre_hook(lambda module, args: calls.__setitem__(0, calls[0] + 1))
         try:
-            output, flops = count_flops(self.generate, self.module)
+            output, flops = self._count(self.generate)
         finally:
             handle.remove()
         stats = cg_taylor_stats(self.target)
@@ -278,6 +345,7 @@ def calibrate_cg_taylor(
     max_cost: float = 12.0,
     strict: bool = False,
     data_range: float = 1.0,
+    flops: str = "memo",
 ) -> CalibrationResult:
     """Search CG-Taylor's threshold for a FLOPs speedup or a PSNR floor on a probe set (see the module docstring).
 
@@ -294,6 +362,8 @@ def calibrate_cg_taylor(
         max_cost: limit on the search's FLOPs, in full generations of the probe set, the reference included.
         strict: raise :class:`TargetUnreachableError` for an unreachable target instead of warning.
         data_range: value range of ``generate``'s output for PSNR (1.0 for images in [0, 1]).
+        flops: ``"memo"`` counts each transformer call's FLOPs once per (input shapes, computed or forecast) and
+            reuses the count (several times faster); ``"exact"`` counts every call with ``count_flops``.
 
     Returns:
         :class:`CalibrationResult` ``(config, report)``; the transformer is left accelerated with ``config``.
@@ -308,6 +378,8 @@ def calibrate_cg_taylor(
         raise ValueError(f"target_speedup must be a number > 1 (a FLOPs speedup), got {target_speedup!r}")
     if min_psnr is not None and not (isinstance(min_psnr, (int, float)) and math.isfinite(min_psnr)):
         raise ValueError(f"min_psnr must be a finite number of dB, got {min_psnr!r}")
+    if flops not in ("memo", "exact"):
+        raise ValueError(f"flops must be 'memo' or 'exact', got {flops!r}")
     if max_cost < 2:
         raise ValueError(f"max_cost must be >= 2 full generations (the reference and one trial), got {max_cost}")
     if not 0 < tolerance < 1:
@@ -321,7 +393,7 @@ def calibrate_cg_taylor(
 
     module = _transformer_of(transformer)
     try:
-        search = _Search(transformer, module, generate, base, max_cost, data_range)
+        search = _Search(transformer, module, generate, base, max_cost, data_range, flops)
         if target_speedup is not None:
             best, reached, best_reachable, message = _search_speedup(search, start, float(target_speedup), tolerance)
             target, value = "target_speedup", float(target_speedup)
@@ -436,7 +508,8 @@ def _search_psnr(search: _Search, start: float, floor: float, tolerance: float):
     return search.trials[0.0], False, (closest.psnr_min if closest else None), message
 
 
-CALIBRATION_KEYS = ("target_speedup", "min_psnr", "tolerance", "psnr_margin", "max_cost", "strict", "data_range")
+CALIBRATION_KEYS = ("target_speedup", "min_psnr", "tolerance", "psnr_margin", "max_cost", "strict", "data_range",
+                    "flops")
 
 
 def calibrate_from_params(transformer, generate: Callable[[], torch.Tensor], params: dict,
