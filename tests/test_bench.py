@@ -76,7 +76,8 @@ def test_reduced_run_end_to_end(tmp_path):
     assert forced.schedule_ok.all() and table.finite.all()
     assert (table.c > 0).all() and (table.c < 1.5).all()
     for r in results:
-        assert r.forecast_step_s is not None and r.cache_bytes > 0
+        assert r.forecast_step_s is not None and r.cache_bytes > 0 and r.taylorseer_modules > 0
+        assert not r.notes
         wan_like = r.name.startswith("wan")
         rows = [row for row in r.rows if row["method"] == "cg_taylor"]
         assert all(len(row["computed"].split("/")) == (2 if wan_like else 1) for row in rows)

@@ -320,6 +320,7 @@ class ModelResult:
     forecast_step_s: float | None = None
     peak_bytes: dict = field(default_factory=dict)  # plain | cg_taylor | taylorseer -> bytes (None on CPU)
     cache_bytes: int | None = None
+    taylorseer_modules: int = 0  # modules TaylorSeer hooked (cached or skipped)
     rows: list = field(default_factory=list)  # end-to-end runs
     notes: list = field(default_factory=list)
 
@@ -328,6 +329,11 @@ class ModelResult:
         if self.full_step_s and self.forecast_step_s is not None:
             return self.forecast_step_s / self.full_step_s
         return None
+
+
+def _count_hooked(module: torch.nn.Module, hook_name: str) -> int:
+    return sum(1 for m in module.modules()
+               if getattr(m, "_diffusers_hook", None) is not None and m._diffusers_hook.get_hook(hook_name) is not None)
 
 
 def _peak_reset(device):
@@ -389,6 +395,7 @@ def bench_model(spec: ModelSpec, device: torch.device, dtype: torch.dtype, full_
     # Peak memory with diffusers' TaylorSeer on the same model and inputs.
     try:
         apply_taylorseer(transformer, spec.taylorseer, dtype)
+        result.taylorseer_modules = _count_hooked(transformer, "taylorseer_cache")
         _peak_reset(device)
         driver.run(probe_steps)
         result.peak_bytes["taylorseer"] = _peak(device)
@@ -504,11 +511,11 @@ def render_markdown(results: list[ModelResult], *, device: torch.device, dtype: 
                 f"| {_fmt(row.get('time_s'))} | {_fmt(row.get('speedup'), '.2f')} | {_fmt(row.get('ideal'), '.2f')} "
                 f"| {_fmt(row.get('of_ideal'), '.2f')} | {note} |")
     lines += ["", "## Peak memory (GiB allocated)", "",
-              "| model | plain | CG-Taylor | TaylorSeer | CG-Taylor cache (MiB) |", "|---|---:|---:|---:|---:|"]
+              "| model | plain | CG-Taylor | TaylorSeer (modules hooked) | CG-Taylor cache (MiB) |", "|---|---:|---:|---:|---:|"]
     for r in results:
         cache = "–" if r.cache_bytes is None else f"{r.cache_bytes / 2**20:.3g}"
         lines.append(f"| {r.name} | {_gib(r.peak_bytes.get('plain'))} | {_gib(r.peak_bytes.get('cg_taylor'))} "
-                     f"| {_gib(r.peak_bytes.get('taylorseer'))} | {cache} |")
+                     f"| {_gib(r.peak_bytes.get('taylorseer'))} ({r.taylorseer_modules}) | {cache} |")
     notes = [f"- {r.name}: {n}" for r in results for n in r.notes]
     if notes:
         lines += ["", "## Notes", "", *notes]
@@ -524,7 +531,8 @@ def write_csv(results: list[ModelResult], path: Path) -> None:
             rows.append(dict(row, params=r.params, plain_step_s=r.plain_step_s, full_step_s=r.full_step_s,
                              forecast_step_s=r.forecast_step_s, c=r.c,
                              peak_plain=r.peak_bytes.get("plain"), peak_cg_taylor=r.peak_bytes.get("cg_taylor"),
-                             peak_taylorseer=r.peak_bytes.get("taylorseer"), cache_bytes=r.cache_bytes))
+                             peak_taylorseer=r.peak_bytes.get("taylorseer"), cache_bytes=r.cache_bytes,
+                             taylorseer_modules=r.taylorseer_modules))
     pd.DataFrame(rows).to_csv(path, index=False)
 
 
