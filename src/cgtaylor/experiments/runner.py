@@ -370,9 +370,9 @@ class TableRunner:
     @property
     def model(self):
         if self._model is None:
+            if self.cfg.get("threads"):
+                torch.set_num_threads(int(self.cfg["threads"]))
             self._model = load_model(self.model_cfg)
-            if self.model_cfg.get("threads"):
-                torch.set_num_threads(int(self.model_cfg["threads"]))
         return self._model
 
     @property
@@ -434,9 +434,16 @@ class TableRunner:
             refs = [self.reference(seed) for seed in self.seeds]
             bar = tqdm(todo, desc=f"{self.table['name']} ({self.model_cfg['name']})", disable=not self.progress,
                        mininterval=2, dynamic_ncols=True)
+            same = {(r["method"], r["params"]): r for r in done.values()}  # one measurement per method+params
             for row in bar:
                 bar.set_postfix_str(f"{row['method']} {row['setting']}"[:60])
-                result = self.measure(row, refs)
+                params = json.dumps(row["params"], sort_keys=True, default=_json_default)
+                if (row["method"], params) in same:  # e.g. an ablation's base point shared by several groups
+                    result = dict(same[(row["method"], params)], group=row["group"], setting=row["setting"],
+                                  key=row_key(row))
+                else:
+                    result = self.measure(row, refs)
+                    same[(row["method"], params)] = result
                 atomic_write_text(self.rows_dir() / f"{row_key(row)}.json", json.dumps(result, default=_json_default))
                 computed.append(row_key(row))
                 self.write(rows)
