@@ -195,7 +195,7 @@ def test_every_table_expands_to_known_methods(table, profile):
     else:
         groups = {r["group"] for r in rows}
         assert {"last_block_order", "first_block_order", "warmup_steps", "plain_reuse", "forecast_target",
-                "taylor_formula", "probe_block", "gate", "fixed_schedule"} <= groups
+                "taylor_formula", "probe_block_4", "probe_block_14", "gate", "fixed_schedule"} <= groups
 
 
 def test_summary_interpolates_along_the_sweep():
