@@ -13,7 +13,9 @@ regula falsi (Illinois variant) on ``log(threshold)``, which falls back to bisec
 make progress (the speedup is a step function: one full step more or less).
 
 - ``target_speedup``: the trial whose probe speedup is nearest the target (relative ``tolerance``, default 5%)
-  is returned. The search stops at the first trial within the tolerance.
+  is returned. The search stops at the first trial within the tolerance. The threshold returned is the geometric
+  centre of the thresholds that reproduce that trial's decisions on the probe set (see ``_Search``), which keeps it
+  away from the edges where the held-out speedup would jump.
 - ``min_psnr`` (dB): the fastest trial whose *worst* probe sample (minimum per-sample PSNR against the reference)
   is at least ``min_psnr + psnr_margin`` is returned, so held-out samples also clear ``min_psnr``. Threshold 0 is
   the reference itself (every step computed: infinite PSNR, speedup 1) and is never run.
@@ -293,6 +295,14 @@ def _secant(lo: float, f_lo: float, hi: float, f_hi: float) -> float | None:
     return a - f_lo * (b - a) / (f_hi - f_lo)
 
 
+def _centre(trial: Trial) -> float:
+    """The geometric centre of the thresholds that reproduce ``trial``: the same run on the probe set, and the
+    farthest from the thresholds where one more or one fewer step would be forecast."""
+    if 0 < trial.same_above < trial.same_upto < math.inf:
+        return math.sqrt(trial.same_above * trial.same_upto)
+    return trial.threshold
+
+
 def _up(trial: Trial) -> float:
     """The next threshold above ``trial`` that can change the outcome (inf when only inf can)."""
     step = max(trial.threshold * EXPAND_FACTOR, trial.same_upto * (1 + 1e-6))
@@ -341,7 +351,7 @@ def calibrate_cg_taylor(
     min_psnr: float | None = None,
     base_config: CGTaylorConfig | None = None,
     tolerance: float = 0.05,
-    psnr_margin: float = 1.0,
+    psnr_margin: float = 2.0,
     max_cost: float = 12.0,
     strict: bool = False,
     data_range: float = 1.0,
@@ -405,9 +415,10 @@ def calibrate_cg_taylor(
         remove_cg_taylor(transformer)
         raise
 
-    config = base.with_updates(threshold=best.threshold)
+    threshold = _centre(best) if target == "target_speedup" else best.threshold
+    config = base.with_updates(threshold=threshold)
     report = CalibrationReport(
-        target=target, target_value=value, reached=reached, threshold=best.threshold, speedup=best.speedup,
+        target=target, target_value=value, reached=reached, threshold=threshold, speedup=best.speedup,
         psnr_min=best.psnr_min, psnr=best.psnr, generations=search.generations, cost=search.cost,
         max_cost=max_cost, reference_flops=search.reference_flops, best_reachable=best_reachable,
         message=message, trials=list(search.order),
