@@ -20,6 +20,8 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # shared CPU: idle OpenMP threads must not spin
 
 import argparse
+import hashlib
+import json
 import platform
 import sys
 import time
@@ -105,7 +107,9 @@ def evaluate_model(name: str, args, targets, progress) -> list[dict]:
                                            num_inference_steps=steps)
         calibration_s = time.perf_counter() - started
         report = result.report
+        started = time.perf_counter()
         output, flops = count_flops(generate_held, transformer)  # left accelerated with the config found
+        heldout_s = time.perf_counter() - started
         held_psnr = psnr_per_sample(output, reference)
         row = dict(
             model=name, target=key, value=value, reached_on_probe=report.reached,
@@ -113,7 +117,7 @@ def evaluate_model(name: str, args, targets, progress) -> list[dict]:
             generations=report.generations, search_cost=report.cost,
             heldout_speedup=reference_flops / flops,
             heldout_psnr_min=float(held_psnr.min()), heldout_psnr_median=float(held_psnr.median()),
-            calibration_s=calibration_s, heldout_full_s=held_full_s,
+            calibration_s=calibration_s, heldout_s=heldout_s, heldout_full_s=held_full_s,
             trace=" ".join(f"{t.threshold:.4g}:{t.speedup:.2f}x/{t.psnr_min:.1f}dB" for t in report.trials),
             warning="; ".join(str(w.message) for w in caught),
         )
@@ -127,7 +131,7 @@ def evaluate_model(name: str, args, targets, progress) -> list[dict]:
     return rows
 
 
-def render(df, args, elapsed_s: float) -> str:
+def render(df, args) -> str:
     def num(value, spec):
         return "–" if value != value else format(value, spec)  # NaN -> dash
 
@@ -135,7 +139,8 @@ def render(df, args, elapsed_s: float) -> str:
         "# Calibration: targets in speedup or PSNR, checked on held-out samples",
         "",
         f"- Machine: {machine()}.",
-        f"- Command: `python scripts/eval_calibration.py {' '.join(args.argv)}`; wall time {elapsed_s / 60:.1f} min.",
+        f"- Command: `python scripts/eval_calibration.py {' '.join(args.argv)}`; calibration and held-out runs took "
+        f"{(df.calibration_s.sum() + df.heldout_s.sum()) / 60:.1f} min of compute (held-out references excluded).",
         f"- Models: {'tiny random-weight zoo models (smoke run)' if args.tiny else 'shipped zoo weights'}; "
         f"{args.steps} sampling steps; probe set {args.probe} conditions (`default_conditions({args.probe}, seed=0)`, "
         f"noise seed 0); held-out {args.heldout} conditions (`default_conditions({args.heldout}, "
@@ -215,13 +220,27 @@ def main(argv=None) -> None:
 
     started = time.perf_counter()
     rows = []
+    cache = args.out / ".cache" / "calibration"
     with tqdm(total=len(names) * len(targets), desc="calibration", unit="target") as progress:
         for name in names:
-            rows += evaluate_model(name, args, targets, progress)
+            # Finished models are kept (per model and settings), so a stopped run resumes.
+            key = json.dumps([name, args.steps, args.probe, args.heldout, args.heldout_seed, targets, args.tiny,
+                              base_params(name)], sort_keys=True)
+            path = cache / f"{name}-{hashlib.sha1(key.encode()).hexdigest()[:12]}.csv"
+            if path.exists():
+                rows += pd.read_csv(path, keep_default_na=False, na_values=[""]).to_dict("records")
+                progress.update(len(targets))
+                continue
+            model_rows = evaluate_model(name, args, targets, progress)
+            cache.mkdir(parents=True, exist_ok=True)
+            pd.DataFrame(model_rows).to_csv(path.with_suffix(".tmp"), index=False)
+            os.replace(path.with_suffix(".tmp"), path)
+            rows += model_rows
     df = pd.DataFrame(rows)
+    df["warning"] = df["warning"].fillna("")
     args.out.mkdir(parents=True, exist_ok=True)
     df.to_csv(args.out / "calibration.csv", index=False)
-    (args.out / "calibration.md").write_text(render(df, args, time.perf_counter() - started))
+    (args.out / "calibration.md").write_text(render(df, args))
     print(f"wrote {args.out / 'calibration.md'} and calibration.csv")
 
 
