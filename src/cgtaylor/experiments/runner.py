@@ -25,6 +25,7 @@ import os
 import platform
 import statistics
 import time
+import warnings
 from pathlib import Path
 
 import pandas as pd
@@ -553,7 +554,9 @@ class TableRunner:
         if not self.evaluate:
             return {}
         conds = list(conditions) * len(self.seeds)
-        return evaluate_samples(self.model, output, conds)
+        with warnings.catch_warnings():  # few samples: the feature covariances are singular (said in the tables)
+            warnings.simplefilter("ignore")
+            return evaluate_samples(self.model, output, conds)
 
     def _time(self, generator, conditions, refs) -> tuple[float, list[float]]:
         """Median full time over median method time, interleaved in this process (first seed's batch)."""
