@@ -81,7 +81,11 @@ def write_table(df: pd.DataFrame, tables_dir: str | os.PathLike, name: str, titl
         parts.append(
             "FLOPs speedup: full FLOPs / method FLOPs over the transformer calls actually run. Wall speedup: median "
             "full time / median method time, interleaved in one process. Fidelity (PSNR dB, SSIM, rel L2) against "
-            "`full` with the same seeds. `valid` is NO where FLOPs are not below full.\n"
+            "`full` with the same seeds. `valid` is NO where FLOPs are not below full. `full_steps`: steps per "
+            "trajectory that ran the network in full. `cache_bytes`: largest memory held by the method's cache. "
+            "digit_accuracy / classifier_frechet_distance: the zoo's digit CNN (a Fréchet distance in its 64-d "
+            "feature space against real test digits; with this few samples the covariances are singular, so "
+            "compare it only within a table).\n"
         )
     parts.append(to_markdown(df, SHOWN_COLUMNS))
     _atomic_write(tables_dir / f"{name}.md", "\n".join(parts))
