@@ -17,7 +17,7 @@ from cgtaylor.experiments.models import load_model
 from cgtaylor.experiments.runner import MemoFlops, PerCallFlops, TableRunner, expand_rows
 from cgtaylor.experiments.tables import interpolate_at
 
-STEPS = 6
+STEPS = 5
 MODELS = {"dit": "dit-digits", "flux": "flux-digits", "wan": "wan-digits"}
 
 # Parameters that must skip work on any random model within STEPS steps.
@@ -124,7 +124,7 @@ def test_full_method_and_threshold_zero_cg_taylor_compute_everything():
 
 def _quick_table_cfg(tmp_path, entries):
     cfg = compose(["table=table_dit", "profile=quick", "model.source=tiny", f"results_dir={tmp_path}",
-                   "profile.num_inference_steps=6", "profile.num_conditions=1", "profile.wallclock_repeats=0",
+                   "profile.num_inference_steps=5", "profile.num_conditions=1", "profile.wallclock_repeats=0",
                    "progress=false"])
     with open_dict(cfg):
         cfg.table.entries = entries
