@@ -9,9 +9,10 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 profile=default
 results="$root/results"
+zoo_eval=(--n-images 48 --n-videos 8 --repeats 2)
 case "${1:-}" in
-  --full) profile=full ;;
-  --quick) profile=quick; results="$root/results-quick" ;;
+  --full) profile=full; zoo_eval=(--n-images 100 --n-videos 20 --repeats 3) ;;
+  --quick) profile=quick; results="$root/results-quick"; zoo_eval=(--n-images 4 --n-videos 2 --steps 10 --repeats 1) ;;
   "") ;;
   *) echo "usage: $0 [--full|--quick]" >&2; exit 2 ;;
 esac
@@ -24,7 +25,7 @@ step() { echo; echo "== [$(( $(date +%s) - started ))s] $*"; }
 step "1/4 experiment tables (profile $profile)"
 "$python" scripts/run_experiments.py all=true profile="$profile" results_dir="$results"
 step "2/4 zoo quality and sampling speed"
-"$python" scripts/eval_zoo.py --profile "$profile" --out "$results"
+"$python" scripts/eval_zoo.py "${zoo_eval[@]}" --out "$results"
 step "3/4 calibration: targets in speedup or PSNR"
 "$python" scripts/eval_calibration.py --profile "$profile" --out "$results"
 step "4/4 notebooks"
