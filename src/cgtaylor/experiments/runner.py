@@ -366,6 +366,7 @@ class TableRunner:
         self.repeats = int(self.profile.get("wallclock_repeats", 2))
         self.evaluate = bool(self.profile.get("evaluate", True))
         self._model = None
+        self._workload = None
 
     # --- workload -----------------------------------------------------------------------------------------------------
     @property
@@ -373,14 +374,17 @@ class TableRunner:
         if self._model is None:
             if self.cfg.get("threads"):
                 torch.set_num_threads(int(self.cfg["threads"]))
+            _ = self.workload  # stamp the weights before reading them
             self._model = load_model(self.model_cfg)
         return self._model
 
     @property
     def workload(self) -> dict:
-        identity = {k: v for k, v in self.model_cfg.items() if k not in ("method_params",)}
-        return {"model": identity, "conditions": self.num_conditions, "seeds": self.seeds, "steps": self.steps,
-                "weights": _weights_stamp(self.model_cfg)}
+        if self._workload is None:  # fixed for the run, even if the weights file changes under it
+            identity = {k: v for k, v in self.model_cfg.items() if k not in ("method_params",)}
+            self._workload = {"model": identity, "conditions": self.num_conditions, "seeds": self.seeds,
+                              "steps": self.steps, "weights": _weights_stamp(self.model_cfg)}
+        return self._workload
 
     @property
     def workload_id(self) -> str:
@@ -482,6 +486,7 @@ class TableRunner:
             "num_seeds": len(self.seeds),
             "num_inference_steps": self.steps,
             "key": row_key(row),
+            "weights": self.workload["weights"],
         }
         if method == "full":
             output = torch.cat([r["output"] for r in refs])
@@ -593,6 +598,7 @@ def _forecast_overhead(computed: list[bool], call_flops: list[int], call_times: 
 
 
 def _weights_stamp(model_cfg: dict) -> str | None:
+    """Which weights a table was measured with: a content hash of a zoo model's weights, else the checkpoint path."""
     if model_cfg.get("source") != "zoo":
         return model_cfg.get("path")
     from ..zoo import WEIGHTS_DIR
@@ -600,8 +606,7 @@ def _weights_stamp(model_cfg: dict) -> str | None:
     path = WEIGHTS_DIR / f"{model_cfg.get('zoo_name', model_cfg['name'])}.safetensors"
     if not path.exists():
         return None
-    stat = path.stat()
-    return f"{stat.st_size}-{int(stat.st_mtime)}"
+    return hashlib.sha1(path.read_bytes()).hexdigest()[:12]
 
 
 def _ensure_ignored(cache_dir: Path) -> None:
