@@ -75,6 +75,16 @@ def base_params(model_name: str) -> dict:
     return params
 
 
+def weights_id(name: str, tiny: bool) -> str:
+    """Which shipped weights a row was measured with: the first 12 hex digits of the safetensors' SHA-1."""
+    if tiny:
+        return "tiny-random"
+    from cgtaylor import zoo
+
+    path = zoo.WEIGHTS_DIR / f"{name}.safetensors"
+    return hashlib.sha1(path.read_bytes()).hexdigest()[:12] if path.exists() else "missing"
+
+
 def evaluate_model(name: str, args, targets, progress) -> list[dict]:
     from cgtaylor import remove_cg_taylor
     from cgtaylor.calibrate import CalibrationWarning, calibrate_from_params
@@ -168,6 +178,8 @@ def render(df, args) -> str:
             f"| {r.probe_speedup:.2f}x | {num(r.probe_psnr_min, '.1f')} dB | {r.generations} | {r.search_cost:.2f} "
             f"| {r.heldout_speedup:.2f}x | {vs} | {num(r.heldout_psnr_min, '.1f')} / {num(r.heldout_psnr_median, '.1f')} dB "
             f"| {share} |")
+    lines += ["", "Weights (SHA-1 of the safetensors, first 12 hex digits): "
+              + ", ".join(f"{m} `{w}`" for m, w in dict(zip(df.model, df.weights)).items()) + "."]
     speed = df[df.target == "target_speedup"]
     floor = df[df.target == "min_psnr"]
     lines += ["", "## Against the goals", ""]
@@ -224,14 +236,15 @@ def main(argv=None) -> None:
     with tqdm(total=len(names) * len(targets), desc="calibration", unit="target") as progress:
         for name in names:
             # Finished models are kept (per model and settings), so a stopped run resumes.
-            key = json.dumps([name, args.steps, args.probe, args.heldout, args.heldout_seed, targets, args.tiny,
-                              base_params(name)], sort_keys=True)
+            weights = weights_id(name, args.tiny)
+            key = json.dumps([name, weights, args.steps, args.probe, args.heldout, args.heldout_seed, targets,
+                              args.tiny, base_params(name)], sort_keys=True)
             path = cache / f"{name}-{hashlib.sha1(key.encode()).hexdigest()[:12]}.csv"
             if path.exists():
                 rows += pd.read_csv(path, keep_default_na=False, na_values=[""]).to_dict("records")
                 progress.update(len(targets))
                 continue
-            model_rows = evaluate_model(name, args, targets, progress)
+            model_rows = [dict(row, weights=weights) for row in evaluate_model(name, args, targets, progress)]
             cache.mkdir(parents=True, exist_ok=True)
             pd.DataFrame(model_rows).to_csv(path.with_suffix(".tmp"), index=False)
             os.replace(path.with_suffix(".tmp"), path)
