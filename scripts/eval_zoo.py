@@ -130,6 +130,8 @@ def main():
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default=str(ROOT / "results"))
+    ap.add_argument("--models", nargs="+", default=list(zoo.MODEL_NAMES), choices=list(zoo.MODEL_NAMES),
+                    help="models to (re)measure; others keep their entries from an existing zoo.json")
     ap.add_argument("--weights-dir", default=None, help="evaluate weights saved here instead of the shipped ones")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -142,8 +144,11 @@ def main():
                           "threads": torch.get_num_threads(), "torch": torch.__version__,
                           "diffusers": __import__("diffusers").__version__, "python": platform.python_version()},
               "evaluator": json.loads((wdir / "evaluator.json").read_text()),
-              "real_reference": real_baselines(ev_dir), "models": {}}
-    for name in zoo.MODEL_NAMES:
+              "real_reference": real_baselines(ev_dir), "models": {}, "settings": vars(args)}
+    old = out / "zoo.json"
+    if set(args.models) != set(zoo.MODEL_NAMES) and old.exists():
+        report["models"] = json.loads(old.read_text()).get("models", {})
+    for name in args.models:
         m = zoo.load(wdir / f"{name}.json")
         batch, limit = SPEED[name]
         n = args.n_videos if name == "wan-digits" else args.n_images
@@ -172,6 +177,9 @@ def main():
             want = [a["digit"] for a in m.condition_attributes(conds[:k])]
             grid_images(name, x[:k], conds[:k], want, preds, fig, cols=10 if name == "dit-digits" else 8, steps=args.steps)
         report["models"][name]["figure"] = str(fig.relative_to(out))
+        report["models"][name]["measured_at"] = time.strftime("%Y-%m-%d %H:%M:%S")
+        report["models"][name]["eval_settings"] = {"threads": args.threads, "repeats": args.repeats, "steps": args.steps}
+    report["models"] = {n: report["models"][n] for n in zoo.MODEL_NAMES if n in report["models"]}
     (out / "zoo.json").write_text(json.dumps(report, indent=2))
     (out / "zoo.md").write_text(render(report, args))
     print((out / "zoo.md").read_text())
@@ -188,6 +196,8 @@ def render(r, args) -> str:
          f"Machine: {mc['cores']}-core CPU ({mc['cpu']}), {mc['threads']} torch threads, torch {mc['torch']}, "
          f"diffusers {mc['diffusers']}, Python {mc['python']}. All samples use {args.steps} sampler steps at full "
          f"compute (no accelerator).", "",
+         "Sampling numbers per model were measured when its row says (the CPU was shared with other jobs at the "
+         "time, so the wall-clock figures are upper bounds of what the machine does when idle).", "",
          "Three small diffusers transformers trained on the real handwritten digits of "
          "`sklearn.datasets.load_digits` (a fixed, seeded 20% test split is held out from every model and from "
          "the evaluator), standing in for DiT-XL/2, FLUX.1-dev and Wan2.1:", "",
@@ -224,13 +234,14 @@ def render(r, args) -> str:
           "centre of mass and classified). Conditions are `model.default_conditions(n, seed=0)` (all digits, colours, "
           "positions, directions), seeds 1000 + batch offset.", "",
           "## Speed (full compute, median of repeats after a warm-up call)", "",
-          "| model | batch | steps | transformer calls / step | seconds (median) | all repeats | bar | met |",
-          "|---|---|---|---|---|---|---|---|"]
+          "| model | batch | steps | transformer calls / step | torch threads | seconds (median) | all repeats | bar | met | measured at (UTC) |",
+          "|---|---|---|---|---|---|---|---|---|---|"]
     calls = {"dit-digits": "1 (CFG batch-doubled)", "flux-digits": "1", "wan-digits": "2 (cond + uncond)"}
     for n, m in r["models"].items():
         s = m["speed"]
-        L.append(f"| {n} | {s['batch']} | {s['steps']} | {calls[n]} | {s['seconds_median']:.2f} | "
-                 f"{', '.join(f'{t:.2f}' for t in s['seconds_all'])} | <= {s['bar_seconds']:.0f} s | {'yes' if s['met'] else '**no**'} |")
+        L.append(f"| {n} | {s['batch']} | {s['steps']} | {calls[n]} | {m['eval_settings']['threads']} | {s['seconds_median']:.2f} | "
+                 f"{', '.join(f'{t:.2f}' for t in s['seconds_all'])} | <= {s['bar_seconds']:.0f} s | {'yes' if s['met'] else '**no**'} | "
+                 f"{m['measured_at']} |")
     L += ["", "Wall-clock on this shared CPU varies with other load on the machine; the speedup measurements of the "
           "project use ratios of interleaved repeats, not these absolute figures.", "", "## Samples", ""]
     for n, m in r["models"].items():
