@@ -23,7 +23,7 @@ from cgtaylor.experiments import ALL_TABLES, run_all, run_table, write_summary
 def main(cfg: DictConfig) -> None:
     if cfg.get("all"):
         overrides = list(HydraConfig.get().overrides.task)
-        frames = run_all(overrides, ALL_TABLES)
+        frames = run_all(overrides, list(cfg.get("tables") or ALL_TABLES))
         for name, df in frames.items():
             print(f"{name}: {len(df)} rows -> {cfg.results_dir}/tables/{name}.csv")
         print(f"summary -> {cfg.results_dir}/tables/summary.md")

@@ -46,7 +46,7 @@ def compose(overrides=(), config_dir: str | Path | None = None):
 
 def run_all(overrides=(), tables=ALL_TABLES, config_dir: str | Path | None = None) -> dict:
     """Run every table with the same overrides (a ``table=`` override is replaced), then write the summaries."""
-    overrides = [o for o in overrides if not o.lstrip("+~").startswith(("table=", "all="))]
+    overrides = [o for o in overrides if not o.lstrip("+~").startswith(("table=", "all=", "tables="))]
     frames, results_dir = {}, "results"
     for name in tables:
         cfg = compose([f"table={name}", *overrides], config_dir)
