@@ -259,3 +259,11 @@ def test_training_resumes_to_the_same_weights(tmp_path):
     assert info["steps"] == 4
     for p, q in zip(train.parameters(a), train.parameters(c)):
         torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
+
+
+def test_build_transformer_by_name_and_kind():
+    t = zoo.build_transformer("dit-digits", dict(models.ARCH["dit"], num_layers=1))
+    assert type(t).__name__ == "DiTTransformer2DModel" and len(t.transformer_blocks) == 1
+    assert type(zoo.build_transformer("flux", dict(models.ARCH["flux"], num_layers=1, num_single_layers=1))).__name__ == "FluxTransformer2DModel"
+    with pytest.raises(ValueError):
+        zoo.build_transformer("sd3")

@@ -57,7 +57,9 @@ FLUX_PATCH = 4
 
 
 def build_transformer(kind: str, cfg: dict[str, Any] | None = None) -> nn.Module:
-    """A randomly initialised diffusers transformer of ``kind`` ("dit", "flux", "wan") from ``cfg``."""
+    """A randomly initialised diffusers transformer of ``kind`` ("dit", "flux", "wan", or a zoo model name)
+    from ``cfg`` (default: the zoo's architecture)."""
+    kind = NAME_KIND.get(kind, kind)
     from diffusers import DiTTransformer2DModel, FluxTransformer2DModel, WanTransformer3DModel
 
     cls = {"dit": DiTTransformer2DModel, "flux": FluxTransformer2DModel, "wan": WanTransformer3DModel}
@@ -157,6 +159,7 @@ class CaptionEmbedding(nn.Module):
 
 
 def build_text_encoder(kind: str, cfg: dict[str, Any] | None = None) -> CaptionEmbedding | None:
+    kind = NAME_KIND.get(kind, kind)
     if kind == "dit":
         return None
     if cfg is None:
