@@ -243,7 +243,22 @@ def render(r, args) -> str:
                  f"{', '.join(f'{t:.2f}' for t in s['seconds_all'])} | <= {s['bar_seconds']:.0f} s | {'yes' if s['met'] else '**no**'} | "
                  f"{m['measured_at']} |")
     L += ["", "Wall-clock on this shared CPU varies with other load on the machine; the speedup measurements of the "
-          "project use ratios of interleaved repeats, not these absolute figures.", "", "## Samples", ""]
+          "project use ratios of interleaved repeats, not these absolute figures.", ""]
+    missed = [f"{n}: {k} {_f(b['measured'])} (bar {_f(b['bar'], 2)})" for n, m in r["models"].items()
+              for k, b in m["bars"].items() if not b["met"]]
+    missed += [f"{n}: {m['speed']['batch']} samples x {m['speed']['steps']} steps took {m['speed']['seconds_median']:.1f} s "
+               f"(bar {m['speed']['bar_seconds']:.0f} s)" for n, m in r["models"].items() if not m["speed"]["met"]]
+    L += ["## Bars not met", ""] + ([f"- {x}" for x in missed] or ["- none"]) + [""]
+    L += ["## How the shipped weights were trained", "",
+          "One background run of `scripts/train_zoo.py` on the 2-core CPU while other jobs shared it. With 2 torch "
+          "threads the contended CPU ran training steps several times slower than with 1 thread, so the run was "
+          "stopped at a checkpoint and resumed with `threads=1` (the first checkpointed dit-digits steps ran with 2 "
+          "threads); flux-digits and wan-digits were then resumed from their checkpoints with a larger "
+          "`max_minutes`. Each model's JSON (`src/cgtaylor/zoo/weights/<name>.json`) records the step count reached, "
+          "the minutes and the budget. All three models are under-trained relative to what the architectures can "
+          "reach: rerunning `scripts/train_zoo.py` with a larger `max_minutes` continues from the local checkpoints "
+          "(`checkpoints/zoo/`, not shipped) or, in a fresh checkout, retrains from scratch with the same steps.", "",
+          "## Samples", ""]
     for n, m in r["models"].items():
         L.append(f"![{n} samples]({m['figure']})")
         L.append("")
