@@ -215,6 +215,9 @@ def test_summary_interpolates_along_the_sweep():
     assert "full" not in summary.index
     # a dominated point (slower and worse) does not drag the curve down; invalid rows are ignored
     assert interpolate_at([1.5, 2.0, 2.5], [40.0, 20.0, 30.0], 2.0) == pytest.approx(35.0)
+    # a faster setting that is also better answers for a target between the sweep's start and the front's start
+    assert interpolate_at([1.9, 2.6, 3.3], [56.0, 60.0, 55.0], 2.0) == pytest.approx(60.0)
+    assert math.isnan(interpolate_at([2.1, 2.6], [50.0, 45.0], 2.0))
     df.loc[1, "valid"] = False
     assert summary_at_speedups(df, [2]).set_index("method").loc["a", "psnr@2x"] == pytest.approx(35.0)
     df.loc[0, "valid"] = False

@@ -4,7 +4,8 @@
 - ``summary_at_speedups(df, speedups=(2, 3), metric="psnr") -> DataFrame``: per (model, group, method), the metric
   interpolated linearly at each FLOPs speedup along the method's sweep. Only valid rows count, and only the sweep's
   Pareto front (points that no other point beats on both speedup and metric): a method is taken at its best.
-  Targets outside the swept speedup range give NaN (never extrapolated).
+  Targets outside the swept speedup range give NaN (never extrapolated); a target inside the range but below the
+  front's slowest point takes that point's value (a faster setting was also better).
 - ``cache_memory(df)``: CG-Taylor's cache bytes against diffusers TaylorSeer's on the same model.
 - ``forecast_overhead(df)``: for CG-Taylor rows, wall-clock vs FLOPs speedup and a forecast step's measured time
   share of a full step against its FLOPs share (the ideal: first block + head).
@@ -116,10 +117,17 @@ def pareto_front(speedups: np.ndarray, metric: np.ndarray) -> tuple[np.ndarray, 
 
 
 def interpolate_at(speedups, metric, target: float) -> float:
-    """Linear interpolation of ``metric`` at FLOPs speedup ``target`` along the Pareto front; NaN outside it."""
-    x, y = pareto_front(np.asarray(speedups, float), np.minimum(np.asarray(metric, float), 100.0))
-    if len(x) == 0 or target < x[0] - 1e-9 or target > x[-1] + 1e-9:
+    """Linear interpolation of ``metric`` at FLOPs speedup ``target`` along the Pareto front.
+
+    NaN outside the sweep's speedup range. Where the target lies in the range but below the front's slowest point
+    (a faster setting was also better), the front's first point is the value: the method does at least that well.
+    """
+    speedups = np.asarray(speedups, float)
+    x, y = pareto_front(speedups, np.minimum(np.asarray(metric, float), 100.0))
+    if len(x) == 0 or target > x[-1] + 1e-9 or target < speedups.min() - 1e-9:
         return math.nan
+    if target < x[0]:
+        return float(y[0])
     return float(np.interp(target, x, y))
 
 
