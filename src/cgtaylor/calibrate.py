@@ -51,7 +51,7 @@ from .api import apply_cg_taylor, cg_taylor_stats, remove_cg_taylor, reset_cg_ta
 from .config import CGTaylorConfig
 from torch.utils.flop_counter import FlopCounterMode
 
-from .metrics import count_flops, psnr, psnr_per_sample
+from .metrics import count_flops, input_signature, psnr, psnr_per_sample
 
 EXPAND_FACTOR = 4.0  # threshold step while bracketing
 MIN_THRESHOLD = 1e-5  # below this the gate forecasts (almost) nothing: treat as threshold 0
@@ -136,17 +136,6 @@ def _transformer_of(target) -> torch.nn.Module:
     raise TypeError(f"calibrate_cg_taylor expects a diffusers transformer or pipeline, got {type(target).__name__}")
 
 
-def _signature(args, kwargs) -> tuple:
-    def sig(value):
-        if isinstance(value, torch.Tensor):
-            return (tuple(value.shape), value.dtype)
-        if isinstance(value, (tuple, list)):
-            return tuple(sig(v) for v in value)
-        return None
-
-    return sig(args), tuple(sorted((k, sig(v)) for k, v in kwargs.items()))
-
-
 class _MemoFlops:
     """Per-call FLOPs of the transformer, counted with ``FlopCounterMode`` once per (input shapes, computed or
     forecast) and reused: a CG-Taylor call's FLOPs depend only on those (the gate's own work is elementwise, which
@@ -162,7 +151,7 @@ class _MemoFlops:
         pending: list = []
 
         def pre(module, args, kwargs):
-            key = _signature(args, kwargs)
+            key = input_signature(args, kwargs)
             counter = None
             if (key, True) not in self.memo or (key, False) not in self.memo:
                 counter = FlopCounterMode(display=False)

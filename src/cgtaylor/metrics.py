@@ -49,6 +49,19 @@ def fidelity(output: torch.Tensor, reference: torch.Tensor) -> dict[str, float]:
     return {"psnr": psnr(output, reference), "ssim": ssim(output, reference), "rel_l2": relative_l2(output, reference)}
 
 
+def input_signature(args, kwargs) -> tuple:
+    """Shapes and dtypes of a call's tensor arguments: calls with equal signatures run the same FLOPs."""
+
+    def signature(value):
+        if isinstance(value, torch.Tensor):
+            return (tuple(value.shape), value.dtype)
+        if isinstance(value, (tuple, list)):
+            return tuple(signature(v) for v in value)
+        return None
+
+    return signature(args), tuple(sorted((k, signature(v)) for k, v in kwargs.items()))
+
+
 class ModuleFlops:
     """Counts the FLOPs executed inside one module (e.g. the transformer) while active."""
 

@@ -33,7 +33,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from ..blocks import find_blocks
-from ..metrics import fidelity
+from ..metrics import fidelity, input_signature
 from . import hooks as skip_hooks
 from .methods import METHOD_NAMES, make_generator
 from .models import _plain, evaluate_samples, load_model
@@ -103,17 +103,6 @@ class PerCallFlops:
         return sum(self.calls)
 
 
-def _shapes(args, kwargs) -> tuple:
-    def sig(value):
-        if isinstance(value, torch.Tensor):
-            return (tuple(value.shape), value.dtype)
-        if isinstance(value, (tuple, list)):
-            return tuple(sig(v) for v in value)
-        return None
-
-    return sig(args), tuple(sorted((k, sig(v)) for k, v in kwargs.items()))
-
-
 class MemoFlops:
     """The same per-call FLOPs as :class:`PerCallFlops`, several times cheaper on long runs.
 
@@ -142,7 +131,7 @@ class MemoFlops:
             return registry is not None and bool(registry.hooks)
 
         def pre(module, args, kwargs):
-            key = (id(module), _shapes(args, kwargs))
+            key = (id(module), input_signature(args, kwargs))
             counter = None
             if key not in self._memo or (not list(module.children()) and hooked(module)):
                 counter = FlopCounterMode(display=False)
