@@ -28,7 +28,7 @@ def test_notebook_executes_and_writes_its_figures(run, results):
     before = set((results / "figures").glob("*.png")) if (results / "figures").exists() else set()
     [executed] = execute_notebooks([run], ROOT / "notebooks", results / "notebooks", cwd=ROOT)
     metadata = json.loads(executed.read_text())["metadata"]["papermill"]
-    assert metadata["exception"] is False
+    assert not metadata["exception"]
     assert set((results / "figures").glob("*.png")) - before, "the notebook wrote no figure"
 
 

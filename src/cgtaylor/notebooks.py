@@ -15,7 +15,8 @@ def _finished_with(path: Path, parameters: dict) -> bool:
         metadata = json.loads(path.read_text()).get("metadata", {}).get("papermill", {})
     except (OSError, json.JSONDecodeError):
         return False
-    return metadata.get("exception") is False and metadata.get("parameters") == json.loads(json.dumps(parameters))
+    # papermill records exception None (or False) on success; a failed run never replaces the target file
+    return not metadata.get("exception") and metadata.get("parameters") == json.loads(json.dumps(parameters))
 
 
 def execute_notebooks(runs: list[dict], notebooks_dir: str | Path, output_dir: str | Path, *, cwd: str | Path,
