@@ -248,9 +248,7 @@ class TeaCachePolicy:
         return True
 
 
-class _SkipHeadHook(ModelHook):
-    _is_stateful = True
-
+class _SkipHook(ModelHook):
     def __init__(self, state_manager: StateManager, policy, is_tail: bool):
         super().__init__()
         self.state_manager = state_manager
@@ -261,6 +259,10 @@ class _SkipHeadHook(ModelHook):
     def initialize_hook(self, module):
         self._metadata = TransformerBlockRegistry.get(unwrap_module(module).__class__)
         return module
+
+
+class _SkipHeadHook(_SkipHook):
+    _is_stateful = True
 
     def new_forward(self, module, *args, **kwargs):
         state: SkipState = self.state_manager.get_state()
@@ -284,18 +286,7 @@ class _SkipHeadHook(ModelHook):
         return module
 
 
-class _SkipBlockHook(ModelHook):
-    def __init__(self, state_manager: StateManager, policy, is_tail: bool):
-        super().__init__()
-        self.state_manager = state_manager
-        self.policy = policy
-        self.is_tail = is_tail
-        self._metadata = None
-
-    def initialize_hook(self, module):
-        self._metadata = TransformerBlockRegistry.get(unwrap_module(module).__class__)
-        return module
-
+class _SkipBlockHook(_SkipHook):
     def new_forward(self, module, *args, **kwargs):
         state: SkipState = self.state_manager.get_state()
         if state.skip:
