@@ -30,6 +30,8 @@ from pathlib import Path
 
 import torch
 
+from cgtaylor.io import atomic_write_csv
+
 ROOT = Path(__file__).resolve().parents[1]
 GOAL_SPEEDUP_TOLERANCE = 0.10
 GOAL_SHARE = 0.90
@@ -245,9 +247,7 @@ def main(argv=None) -> None:
                 progress.update(len(targets))
                 continue
             model_rows = [dict(row, weights=weights) for row in evaluate_model(name, args, targets, progress)]
-            cache.mkdir(parents=True, exist_ok=True)
-            pd.DataFrame(model_rows).to_csv(path.with_suffix(".tmp"), index=False)
-            os.replace(path.with_suffix(".tmp"), path)
+            atomic_write_csv(pd.DataFrame(model_rows), path)
             rows += model_rows
     df = pd.DataFrame(rows)
     df["warning"] = df["warning"].fillna("")

@@ -40,6 +40,7 @@ from diffusers.hooks import HookRegistry
 from ..api import FIRST_BLOCK_HOOK, MIDDLE_BLOCK_HOOK, _controller, apply_cg_taylor, cg_taylor_stats
 from ..blocks import find_blocks
 from ..config import CGTaylorConfig
+from ..io import atomic_write_text
 from ..hooks import FirstBlockHook
 from . import hooks as skip_hooks
 
@@ -199,11 +200,7 @@ def cached_calibration(model, name: str, *, num_inference_steps: int, conditions
         return json.loads(Path(path).read_text())
     values = calibrate(model, name, num_inference_steps=num_inference_steps, conditions=conditions, seed=seed)
     if path is not None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        tmp.write_text(json.dumps(values))
-        os.replace(tmp, path)
+        atomic_write_text(json.dumps(values), path)
     return values
 
 
@@ -303,10 +300,7 @@ def _target_generator(model, params, num_inference_steps, conditions, seed, cali
         found = {"threshold": result.config.threshold, "reached": result.report.reached,
                  "probe_speedup": result.report.speedup, "summary": result.report.summary()}
         if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(f".tmp{os.getpid()}")
-            tmp.write_text(json.dumps(found))
-            os.replace(tmp, path)
+            atomic_write_text(json.dumps(found), path)
     cg_params = {k: v for k, v in params.items() if k not in CALIBRATION_KEYS}
     cg_params["threshold"] = float(found["threshold"])
     generator = MethodGenerator(model, "cg-taylor", cg_params, num_inference_steps)

@@ -33,6 +33,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from ..blocks import find_blocks
+from ..io import atomic_torch_save, atomic_write_text
 from ..metrics import fidelity, input_signature
 from . import hooks as skip_hooks
 from .methods import METHOD_NAMES, make_generator
@@ -46,20 +47,6 @@ from .tables import write_table
 
 def _digest(value, n: int = 12) -> str:
     return hashlib.sha1(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:n]
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def atomic_torch_save(obj, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
 
 
 def machine_info() -> dict:
@@ -438,7 +425,7 @@ class TableRunner:
                 else:
                     result = self.measure(row, refs)
                     same[(row["method"], params)] = result
-                atomic_write_text(self.rows_dir() / f"{row_key(row)}.json", json.dumps(result, default=_json_default))
+                atomic_write_text(json.dumps(result, default=_json_default), self.rows_dir() / f"{row_key(row)}.json")
                 computed.append(row_key(row))
                 self.write(rows)
         self.computed_keys = computed

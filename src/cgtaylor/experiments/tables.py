@@ -22,19 +22,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..io import atomic_write_text
+
 MODEL_TABLES = ("table_dit", "table_flux", "table_wan")
 SHOWN_COLUMNS = [
     "group", "method", "setting", "flops_speedup", "wall_speedup", "full_steps", "cache_bytes", "psnr", "ssim",
     "rel_l2", "digit_accuracy", "classifier_frechet_distance", "colour_accuracy", "position_accuracy",
     "direction_accuracy", "forecast_overhead", "valid", "note",
 ]
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def _fmt(value) -> str:
@@ -70,7 +65,7 @@ def to_markdown(df: pd.DataFrame, columns: list[str] | None = None) -> str:
 
 def write_table(df: pd.DataFrame, tables_dir: str | os.PathLike, name: str, title: str | None = None) -> None:
     tables_dir = Path(tables_dir)
-    _atomic_write(tables_dir / f"{name}.csv", df.to_csv(index=False))
+    atomic_write_text(df.to_csv(index=False), tables_dir / f"{name}.csv")
     parts = [f"# {title or name}\n"]
     if len(df):
         first = df.iloc[0]
@@ -89,7 +84,7 @@ def write_table(df: pd.DataFrame, tables_dir: str | os.PathLike, name: str, titl
             "compare it only within a table).\n"
         )
     parts.append(to_markdown(df, SHOWN_COLUMNS))
-    _atomic_write(tables_dir / f"{name}.md", "\n".join(parts))
+    atomic_write_text("\n".join(parts), tables_dir / f"{name}.md")
 
 
 def load_table(name: str, results_dir: str | os.PathLike = "results") -> pd.DataFrame:
@@ -190,9 +185,9 @@ def write_summary(results_dir: str | os.PathLike = "results", tables=MODEL_TABLE
     summary = summary_at_speedups(df, speedups)
     memory = cache_memory(df)
     overhead = forecast_overhead(df)
-    _atomic_write(tables_dir / "summary.csv", summary.to_csv(index=False))
-    _atomic_write(tables_dir / "cache_memory.csv", memory.to_csv(index=False))
-    _atomic_write(tables_dir / "overhead.csv", overhead.to_csv(index=False))
+    atomic_write_text(summary.to_csv(index=False), tables_dir / "summary.csv")
+    atomic_write_text(memory.to_csv(index=False), tables_dir / "cache_memory.csv")
+    atomic_write_text(overhead.to_csv(index=False), tables_dir / "overhead.csv")
     text = [
         "# Summary: PSNR (dB, against full compute) at matched FLOPs speedups\n",
         "Interpolated linearly along each method's sweep (its Pareto front of valid rows); empty where the sweep "
@@ -205,10 +200,10 @@ def write_summary(results_dir: str | os.PathLike = "results", tables=MODEL_TABLE
         "`forecast_time_share`: the same in measured time; `forecast_overhead` = time share / FLOPs share.\n",
         to_markdown(overhead),
     ]
-    _atomic_write(tables_dir / "summary.md", "\n".join(text))
+    atomic_write_text("\n".join(text), tables_dir / "summary.md")
     for name in ("cache_memory", "overhead"):
         frame = memory if name == "cache_memory" else overhead
-        _atomic_write(tables_dir / f"{name}.md", to_markdown(frame))
+        atomic_write_text(to_markdown(frame), tables_dir / f"{name}.md")
     write_ablation_summary(results_dir, speedups)
     return summary
 
@@ -221,7 +216,7 @@ def write_ablation_summary(results_dir: str | os.PathLike = "results", speedups=
         return pd.DataFrame()
     tables_dir = Path(results_dir) / "tables"
     summary = summary_at_speedups(df, speedups)
-    _atomic_write(tables_dir / "ablations_summary.csv", summary.to_csv(index=False))
+    atomic_write_text(summary.to_csv(index=False), tables_dir / "ablations_summary.csv")
     text = [
         "# Ablations: PSNR (dB) at matched FLOPs speedups, per group\n",
         "Each group is interpolated along its own sweep (Pareto front of valid rows); single-point groups only "
@@ -229,5 +224,5 @@ def write_ablation_summary(results_dir: str | os.PathLike = "results", speedups=
         "same forecaster, refreshed by the confidence gate or on a fixed schedule, at equal FLOPs.\n",
         to_markdown(summary),
     ]
-    _atomic_write(tables_dir / "ablations_summary.md", "\n".join(text))
+    atomic_write_text("\n".join(text), tables_dir / "ablations_summary.md")
     return summary
