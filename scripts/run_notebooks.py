@@ -8,8 +8,16 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from cgtaylor.notebooks import execute_notebooks
+from cgtaylor.zoo import MODEL_NAMES, WEIGHTS_DIR
 
 ROOT = Path(__file__).resolve().parents[1]
+EXPERIMENT_TABLES = ("table_dit", "table_flux", "table_wan", "ablations")
+
+
+def notebook_inputs(results: Path) -> list[Path]:
+    """Files whose change re-executes a finished notebook: the zoo weights and the experiment tables."""
+    return [WEIGHTS_DIR / f"{name}.safetensors" for name in MODEL_NAMES] + \
+        [results / "tables" / f"{table}.csv" for table in EXPERIMENT_TABLES]
 
 
 def main() -> None:
@@ -23,7 +31,7 @@ def main() -> None:
     runs = []
     for run in plan["runs"]:
         parameters = dict(run.get("parameters", {}), results_dir=str(results))
-        runs.append({**run, "parameters": parameters})
+        runs.append({**run, "parameters": parameters, "inputs": notebook_inputs(results)})
     for path in execute_notebooks(runs, ROOT / "notebooks", results / "notebooks", cwd=ROOT, force=args.force):
         print(path.relative_to(results.parent) if results.parent in path.parents else path)
 

@@ -1,5 +1,6 @@
 """Every notebook executes through papermill in the quick profile."""
 
+import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -42,3 +43,20 @@ def test_finished_notebook_is_not_executed_again(results, monkeypatch):
     changed = {**run, "parameters": {**run["parameters"], "speedups": [2.5]}}
     with pytest.raises(pytest.fail.Exception):
         execute_notebooks([changed], ROOT / "notebooks", results / "notebooks", cwd=ROOT)
+
+
+def test_changed_input_file_executes_the_notebook_again(results, tmp_path, monkeypatch):
+    weights = tmp_path / "weights.bin"
+    weights.write_bytes(b"first")
+    run = {**QUICK_RUNS[1], "parameters": {**QUICK_RUNS[1].get("parameters", {}), "results_dir": str(results)},
+           "output": "inputs_check.ipynb", "inputs": [weights]}
+    [executed] = execute_notebooks([run], ROOT / "notebooks", results / "notebooks", cwd=ROOT)
+    recorded = json.loads(executed.read_text())["metadata"]["cgtaylor"]["inputs"]
+    assert recorded == {str(weights.resolve()): hashlib.sha256(b"first").hexdigest()}
+    import papermill
+
+    monkeypatch.setattr(papermill, "execute_notebook", lambda *a, **k: pytest.fail("executed a finished notebook"))
+    execute_notebooks([run], ROOT / "notebooks", results / "notebooks", cwd=ROOT)
+    weights.write_bytes(b"retrained")
+    with pytest.raises(pytest.fail.Exception):
+        execute_notebooks([run], ROOT / "notebooks", results / "notebooks", cwd=ROOT)

@@ -169,6 +169,25 @@ def test_save_and_load_from_directory(tmp_path, tiny_models):
     c = m.default_conditions(1)
     assert torch.equal(m(c, num_inference_steps=2), m2(c, num_inference_steps=2))
     assert json.loads((tmp_path / "flux-digits.json").read_text())["kind"] == "flux"
+    assert m.weights_id is None and m2.weights_id == zoo.weights_id(tmp_path / "flux-digits.json")
+
+
+def test_weights_id_follows_the_weights_and_keys_the_correlation_cache(tmp_path):
+    from cgtaylor import CGTaylorConfig
+    from cgtaylor.analysis import collect_error_records
+
+    first, second = tmp_path / "first", tmp_path / "second"
+    zoo.save(zoo.tiny("dit-digits", seed=0), first)
+    zoo.save(zoo.tiny("dit-digits", seed=1), second)
+    a, b = zoo.load(first), zoo.load(second)
+    assert a.weights_id != b.weights_id and a.weights_id == zoo.load(first).weights_id
+    cache = tmp_path / "cache"
+    config = CGTaylorConfig(threshold=0.1, warmup_steps=2)
+    records_a = collect_error_records(a, [3], [0], config, num_inference_steps=4, cache_dir=cache)
+    records_b = collect_error_records(b, [3], [0], config, num_inference_steps=4, cache_dir=cache)
+    assert len(list(cache.glob("*.csv"))) == 2 and all(a.weights_id in p.name or b.weights_id in p.name
+                                                       for p in cache.glob("*.csv"))
+    assert not np.allclose(records_a["first_block_error"].dropna(), records_b["first_block_error"].dropna())
 
 
 # ----------------------------------------------------------------------------------------------------

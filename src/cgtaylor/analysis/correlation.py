@@ -36,7 +36,8 @@ def collect_error_records(model, conditions, seeds, config: CGTaylorConfig, *, n
     for seed, index, condition in tqdm(jobs, desc=f"analysis runs {model.name}"):
         path = None
         if cache_dir is not None:
-            key = f"{model.name}_thr{config.threshold:g}_o{config.first_block_order}{config.last_block_order}" \
+            weights = getattr(model, "weights_id", None) or "unsaved"
+            key = f"{model.name}_{weights}_thr{config.threshold:g}_o{config.first_block_order}{config.last_block_order}" \
                   f"_w{config.warmup_steps}_{config.forecast}_n{num_inference_steps}_s{seed}_c{index}.csv"
             path = Path(cache_dir) / key
             if path.exists():

@@ -577,12 +577,12 @@ def _weights_stamp(model_cfg: dict) -> str | None:
     """Which weights a table was measured with: a content hash of a zoo model's weights, else the checkpoint path."""
     if model_cfg.get("source") != "zoo":
         return model_cfg.get("path")
-    from ..zoo import WEIGHTS_DIR
+    from ..zoo import weights_id
 
-    path = WEIGHTS_DIR / f"{model_cfg.get('zoo_name', model_cfg['name'])}.safetensors"
-    if not path.exists():
+    try:
+        return weights_id(model_cfg.get("zoo_name", model_cfg["name"]))
+    except FileNotFoundError:
         return None
-    return hashlib.sha1(path.read_bytes()).hexdigest()[:12]
 
 
 def _ensure_ignored(cache_dir: Path) -> None:

@@ -13,6 +13,7 @@ All samples are float tensors in [0, 1]. ``model.transformer`` is the diffusers 
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -92,6 +93,16 @@ def _resolve(name_or_path: str | os.PathLike) -> Path:
     raise ValueError(f"unknown zoo model {str(name_or_path)!r}; available: {list(MODEL_NAMES)} or a path to saved weights")
 
 
+def weights_id(name_or_path: str | os.PathLike) -> str:
+    """A short content hash of a zoo model's weights file: what results computed from the model are keyed by."""
+    path = _resolve(name_or_path).with_suffix(".safetensors")
+    digest = hashlib.sha1()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()[:12]
+
+
 def load(name: str | os.PathLike, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> ZooModel:
     """Load a shipped zoo model by name (see ``MODEL_NAMES``) or a saved one from a directory / .json path."""
     from safetensors.torch import load_file
@@ -105,8 +116,9 @@ def load(name: str | os.PathLike, device: str | torch.device = "cpu", dtype: tor
         mod.load_state_dict(sub, strict=True)
     if torch.device(device) != torch.device("cpu") or dtype != torch.float32:
         model.to(device=device, dtype=dtype)
+    model.weights_id = weights_id(js)
     return model
 
 
-__all__ = ["MODEL_NAMES", "WEIGHTS_DIR", "ZooModel", "load", "save", "tiny", "build_transformer",
+__all__ = ["MODEL_NAMES", "WEIGHTS_DIR", "ZooModel", "load", "save", "tiny", "weights_id", "build_transformer",
            "build_text_encoder", "parse_flux_caption", "parse_wan_caption", "flux_caption", "wan_caption"]

@@ -230,6 +230,7 @@ class ZooModel:
         self.transformer = transformer.eval()
         self.text_encoder = text_encoder.eval() if text_encoder is not None else None
         self.meta = meta or {}
+        self.weights_id: str | None = None  # content hash of the loaded weights file (None: built in memory)
         self.sampler_defaults = dict(SAMPLER_DEFAULTS[self.kind], **self.meta.get("sampler", {}))
 
     # --- bookkeeping -------------------------------------------------------------------------------
