@@ -303,6 +303,33 @@ def _down(trial: Trial) -> float:
     return min(trial.threshold / EXPAND_FACTOR, trial.same_above)
 
 
+def _bracket(search: _Search, start: float, on_low_side: Callable[[Trial], bool],
+             found: Callable[[Trial], bool] = lambda trial: False) -> tuple[Trial, Trial | None, Trial | None]:
+    """Step the threshold by EXPAND_FACTOR (past what a run shows to be equivalent) from ``start`` until one
+    trial lies on each side of the target: ``lo`` (``on_low_side``; threshold 0 to begin with) and ``hi``.
+    Stops early at a trial that is ``found``, at one that behaves as threshold inf, or when out of budget.
+    Returns ``(lo, hi or None, found trial or None)``."""
+    lo, hi = search.trials[0.0], None
+    threshold = start
+    while search.affordable(threshold):
+        trial = search.run(threshold)
+        if found(trial):
+            return lo, hi, trial
+        if on_low_side(trial):
+            lo = trial
+            if hi is not None or math.isinf(trial.same_upto):
+                break
+            threshold = _up(trial)
+        else:
+            hi = trial
+            if lo.threshold > 0:
+                break
+            threshold = _down(trial)
+            if threshold < MIN_THRESHOLD:
+                break
+    return lo, hi, None
+
+
 def _bisect(search: _Search, lo: Trial, hi: Trial, f, accept, done) -> None:
     """Regula falsi (Illinois) on log threshold between ``lo`` (f > 0) and ``hi`` (f <= 0) while affordable.
 
@@ -429,34 +456,17 @@ def _search_speedup(search: _Search, start: float, target: float, tolerance: flo
     def within(trial: Trial) -> bool:
         return abs(trial.speedup / target - 1) <= tolerance
 
-    lo, hi = search.trials[0.0], None  # lo too slow, hi fast enough
-    threshold = start
-    # Bracket: step the threshold by EXPAND_FACTOR (past what a run shows to be equivalent) until the speedup
-    # crosses the target; threshold inf is the ceiling.
-    while search.affordable(threshold):
-        trial = search.run(threshold)
-        if within(trial):
-            return trial, True, None, ""
-        if error(trial) > 0:
-            lo = trial
-            if hi is not None:
-                break
-            if math.isinf(trial.same_upto):  # behaves as threshold inf: nothing faster exists
-                message = (
-                    f"target_speedup {target:g}x is not reachable with warmup_steps={search.base.warmup_steps}, "
-                    f"orders {search.base.first_block_order}/{search.base.last_block_order}: the best reachable "
-                    f"speedup on the probe set is {trial.speedup:.3f}x (threshold {trial.threshold:.4g}, which "
-                    f"forecasts every step the gate may); returning that config"
-                )
-                return trial, False, trial.speedup, message
-            threshold = _up(trial)
-        else:
-            hi = trial
-            if lo.threshold > 0:
-                break
-            threshold = _down(trial)
-            if threshold < MIN_THRESHOLD:
-                break
+    lo, hi, hit = _bracket(search, start, on_low_side=lambda trial: error(trial) > 0, found=within)
+    if hit is not None:
+        return hit, True, None, ""
+    if hi is None and lo.threshold > 0 and math.isinf(lo.same_upto):  # behaves as threshold inf: nothing faster
+        message = (
+            f"target_speedup {target:g}x is not reachable with warmup_steps={search.base.warmup_steps}, "
+            f"orders {search.base.first_block_order}/{search.base.last_block_order}: the best reachable "
+            f"speedup on the probe set is {lo.speedup:.3f}x (threshold {lo.threshold:.4g}, which "
+            f"forecasts every step the gate may); returning that config"
+        )
+        return lo, False, lo.speedup, message
     if lo.threshold > 0 and hi is not None:
         _bisect(search, lo, hi, error, within, lambda lo, hi: False)
     best = min(search.order, key=lambda t: (abs(error(t)), -t.psnr_min))
@@ -474,22 +484,7 @@ def _search_psnr(search: _Search, start: float, floor: float, tolerance: float):
     def margin(trial: Trial) -> float:  # >= 0: keeps the floor
         return trial.psnr_min - floor
 
-    lo, hi = search.trials[0.0], None  # lo keeps the floor (the reference does), hi does not
-    threshold = start
-    while search.affordable(threshold):
-        trial = search.run(threshold)
-        if margin(trial) >= 0:
-            lo = trial
-            if hi is not None or math.isinf(trial.same_upto):
-                break
-            threshold = _up(trial)
-        else:
-            hi = trial
-            if lo.threshold > 0:
-                break
-            threshold = _down(trial)
-            if threshold < MIN_THRESHOLD:
-                break
+    lo, hi, _ = _bracket(search, start, on_low_side=lambda trial: margin(trial) >= 0)
     if lo.threshold > 0 and hi is not None:
         _bisect(search, lo, hi, margin, lambda trial: False,
                 lambda lo, hi: hi.speedup / lo.speedup - 1 <= tolerance)
