@@ -3,6 +3,8 @@
 
     python scripts/train_zoo.py                                   # everything, configs in conf/zoo/
     python scripts/train_zoo.py only=[dit-digits] models.dit-digits.max_minutes=2 out_dir=/tmp/zoo
+    # both cores: one model per process, one torch thread each
+    python scripts/train_zoo.py only=[flux-digits] & python scripts/train_zoo.py only=[wan-digits]; wait
 
 Weights (EMA) are written as <name>.safetensors + <name>.json into ``out_dir`` (the package's
 ``zoo/weights`` by default); checkpoints go to ``checkpoint_dir/<name>/`` every few steps, so a killed
