@@ -30,7 +30,7 @@ from pathlib import Path
 
 import torch
 
-from cgtaylor.io import atomic_write_csv
+from cgtaylor.io import atomic_write_csv, atomic_write_text
 
 ROOT = Path(__file__).resolve().parents[1]
 GOAL_SPEEDUP_TOLERANCE = 0.10
@@ -78,13 +78,15 @@ def base_params(model_name: str) -> dict:
 
 
 def weights_id(name: str, tiny: bool) -> str:
-    """Which shipped weights a row was measured with: the first 12 hex digits of the safetensors' SHA-1."""
+    """Which shipped weights a row was measured with (``zoo.weights_id``)."""
     if tiny:
         return "tiny-random"
     from cgtaylor import zoo
 
-    path = zoo.WEIGHTS_DIR / f"{name}.safetensors"
-    return hashlib.sha1(path.read_bytes()).hexdigest()[:12] if path.exists() else "missing"
+    try:
+        return zoo.weights_id(name)
+    except FileNotFoundError:
+        return "missing"
 
 
 def evaluate_model(name: str, args, targets, progress) -> list[dict]:
@@ -252,8 +254,8 @@ def main(argv=None) -> None:
     df = pd.DataFrame(rows)
     df["warning"] = df["warning"].fillna("")
     args.out.mkdir(parents=True, exist_ok=True)
-    df.to_csv(args.out / "calibration.csv", index=False)
-    (args.out / "calibration.md").write_text(render(df, args))
+    atomic_write_csv(df, args.out / "calibration.csv")
+    atomic_write_text(render(df, args), args.out / "calibration.md")
     print(f"wrote {args.out / 'calibration.md'} and calibration.csv")
 
 
