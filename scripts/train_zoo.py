@@ -56,6 +56,7 @@ def main(cfg: DictConfig) -> None:
                            grad_clip=c["grad_clip"], ema_decay=c["ema_decay"], max_steps=c["max_steps"],
                            max_minutes=c["max_minutes"], checkpoint_dir=_path(cfg.checkpoint_dir) / name,
                            checkpoint_every=c["checkpoint_every"], label_dropout=c["label_dropout"],
+                           sigma_shift=c.get("sigma_shift", 1.0), sigma_shift_from_step=c.get("sigma_shift_from_step", 0),
                            progress=cfg.progress)
         zoo.save(model, out_dir, extra={"training": info})
         print(f"[{name}] saved to {out_dir}: {info}", flush=True)

@@ -280,6 +280,28 @@ def test_training_resumes_to_the_same_weights(tmp_path):
         torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
 
 
+def test_flow_sigmas_shift_moves_training_towards_noise():
+    plain = train.flow_sigmas(20000, torch.Generator().manual_seed(0))
+    shifted = train.flow_sigmas(20000, torch.Generator().manual_seed(0), shift=3.0)
+    assert float(plain.min()) > 0 and float(shifted.max()) < 1
+    assert float((plain > 0.9).float().mean()) < 0.03 and float((shifted > 0.9).float().mean()) > 0.1
+    assert torch.all(shifted >= plain)
+
+
+def test_sigma_shift_applies_from_its_step_on(monkeypatch):
+    shifts = []
+    real = train.training_loss
+
+    def spy(*args, sigma_shift=1.0, **kwargs):
+        shifts.append(sigma_shift)
+        return real(*args, sigma_shift=sigma_shift, **kwargs)
+
+    monkeypatch.setattr(train, "training_loss", spy)
+    train.train(zoo.tiny("wan-digits"), max_steps=4, batch_size=2, warmup=1, progress=False, sigma_shift=3.0,
+                sigma_shift_from_step=2)
+    assert shifts == [1.0, 1.0, 3.0, 3.0]
+
+
 def test_build_transformer_by_name_and_kind():
     t = zoo.build_transformer("dit-digits", dict(models.ARCH["dit"], num_layers=1))
     assert type(t).__name__ == "DiTTransformer2DModel" and len(t.transformer_blocks) == 1
