@@ -240,8 +240,8 @@ def render(r, args) -> str:
          f"Machine: {mc['cores']}-core CPU ({mc['cpu']}), torch threads: {mc['threads']}, torch {mc['torch']}, "
          f"diffusers {mc['diffusers']}, Python {mc['python']}. All samples use {args.steps} sampler steps at full "
          f"compute (no accelerator).", "",
-         "Sampling numbers per model were measured when its row says (the CPU was shared with other jobs at the "
-         "time, so the wall-clock figures are upper bounds of what the machine does when idle).", "",
+         "Sampling numbers per model were measured when its row says; wall-clock figures on this 2-core machine "
+         "move with any other load on it, so read them as upper bounds.", "",
          "Three small diffusers transformers trained on the real handwritten digits of "
          "`sklearn.datasets.load_digits` (a fixed, seeded 20% test split is held out from every model and from "
          "the evaluator), standing in for DiT-XL/2, FLUX.1-dev and Wan2.1:", "",
