@@ -59,29 +59,25 @@ def time_sampling(model, steps, batch, repeats):
 
 
 def time_training_steps(name, threads, warmup=2, timed=4):
-    """Seconds per training step of a freshly initialised ``name`` with its recipe's batch size (conf/zoo),
-    at the recipe's torch thread count: what a from-scratch retrain of the recorded steps costs here."""
+    """Seconds per training step of a freshly initialised ``name`` under its recipe (conf/zoo), at the torch
+    thread count its run used: what a from-scratch retrain of the recorded steps costs here."""
     from omegaconf import OmegaConf
 
     from cgtaylor.zoo import models, train
 
-    recipe = OmegaConf.load(ROOT / "conf" / "zoo" / f"{name}.yaml")
+    recipe = OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / "zoo" / f"{name}.yaml"))
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
         torch.manual_seed(0)
         model = models.new_model(name, models.NAME_KIND[name])
         params = train.parameters(model)
-        opt = torch.optim.AdamW(params, lr=1e-4)
+        opt = train.new_optimiser(params, recipe["lr"])
+        ema = [p.detach().clone() for p in params]
         times = []
         for step in range(warmup + timed):
             start = time.perf_counter()
-            gen = train.step_generator(0, step)
-            x, conds = data.sample_batch(model.kind, int(recipe.batch_size), gen)
-            loss = train.training_loss(model, x, conds, gen, label_dropout=float(recipe.label_dropout))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            train.optimisation_step(model, params, opt, ema, step, recipe)
             times.append(time.perf_counter() - start)
         return statistics.median(times[warmup:])
     finally:

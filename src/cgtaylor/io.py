@@ -1,7 +1,8 @@
-"""Writing results so that a stopped run never leaves a half-written file."""
+"""Writing results so that a stopped run never leaves a half-written file; content digests of inputs."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -30,3 +31,12 @@ def atomic_torch_save(obj, path: str | Path) -> None:
     temporary = _temporary(path)
     torch.save(obj, temporary)
     os.replace(temporary, path)
+
+
+def file_digest(path: str | Path, algorithm: str = "sha256") -> str:
+    """Hex digest of a file's bytes, read in chunks (large weights files)."""
+    digest = hashlib.new(algorithm)
+    with Path(path).open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

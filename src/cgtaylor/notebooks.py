@@ -3,14 +3,13 @@ parameters and the same input files."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Iterable
 
 from tqdm.auto import tqdm
 
-from .io import atomic_write_text
+from .io import atomic_write_text, file_digest
 
 METADATA_KEY = "cgtaylor"
 
@@ -25,11 +24,7 @@ def fingerprint(paths: Iterable[str | Path], base: str | Path | None = None) -> 
         if not p.is_file():
             prints[path] = "missing"
             continue
-        digest = hashlib.sha256()
-        with p.open("rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                digest.update(chunk)
-        prints[path] = digest.hexdigest()
+        prints[path] = file_digest(p)
     return dict(sorted(prints.items()))
 
 

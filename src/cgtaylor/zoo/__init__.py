@@ -13,7 +13,6 @@ All samples are float tensors in [0, 1]. ``model.transformer`` is the diffusers 
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -21,6 +20,7 @@ from typing import Any
 
 import torch
 
+from ..io import file_digest
 from .models import (  # noqa: F401
     ARCH, NAME_KIND, TINY_OVERRIDES, CaptionEmbedding, DiTDigits, FluxDigits, WanDigits, ZooModel,
     build_text_encoder, build_transformer, flux_caption, new_model, parse_flux_caption, parse_wan_caption,
@@ -95,12 +95,7 @@ def _resolve(name_or_path: str | os.PathLike) -> Path:
 
 def weights_id(name_or_path: str | os.PathLike) -> str:
     """A short content hash of a zoo model's weights file: what results computed from the model are keyed by."""
-    path = _resolve(name_or_path).with_suffix(".safetensors")
-    digest = hashlib.sha1()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()[:12]
+    return file_digest(_resolve(name_or_path).with_suffix(".safetensors"), "sha1")[:12]
 
 
 def load(name: str | os.PathLike, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> ZooModel:

@@ -7,7 +7,6 @@ training time, whichever comes first; the number of steps reached is recorded wi
 """
 from __future__ import annotations
 
-import math
 import os
 import time
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from ..io import atomic_torch_save
 from . import data
 from .models import (NULL_LABEL, ZooModel, flux_caption, flux_ids, pack, tokenize, wan_caption)
 
@@ -83,10 +83,34 @@ def parameters(model: ZooModel) -> list[torch.nn.Parameter]:
     return [p for mod in model.modules().values() for p in mod.parameters()]
 
 
-def _atomic_save(obj: Any, path: Path) -> None:
-    tmp = Path(str(path) + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+RECIPE_DEFAULTS = dict(seed=0, batch_size=32, lr=1e-3, warmup=200, grad_clip=1.0, ema_decay=0.999,
+                       label_dropout=0.1, sigma_shift=1.0, sigma_shift_from_step=0)
+
+
+def optimisation_step(model: ZooModel, params: list, opt: torch.optim.Optimizer, ema: list, step: int,
+                      recipe: dict[str, Any]) -> float:
+    """Step ``step`` of a recipe (the keys of ``RECIPE_DEFAULTS``): batch and noise from ``(seed, step)``, linear
+    learning-rate warm-up, clipped AdamW update, EMA update. Returns the loss."""
+    r = dict(RECIPE_DEFAULTS, **{k: v for k, v in recipe.items() if k in RECIPE_DEFAULTS})
+    gen = step_generator(r["seed"], step)
+    x, conds = data.sample_batch(model.kind, r["batch_size"], gen)
+    for g in opt.param_groups:
+        g["lr"] = r["lr"] * min(1.0, (step + 1) / r["warmup"])
+    shift = r["sigma_shift"] if step >= r["sigma_shift_from_step"] else 1.0
+    loss = training_loss(model, x, conds, gen, label_dropout=r["label_dropout"], sigma_shift=shift)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, r["grad_clip"])
+    opt.step()
+    d = min(r["ema_decay"], (1 + step) / (10 + step))
+    with torch.no_grad():
+        torch._foreach_mul_(ema, d)
+        torch._foreach_add_(ema, [p.detach() for p in params], alpha=1 - d)
+    return float(loss.detach())
+
+
+def new_optimiser(params: list, lr: float, weight_decay: float = 0.0) -> torch.optim.Optimizer:
+    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, betas=(0.9, 0.999))
 
 
 def train(model: ZooModel, *, seed: int = 0, batch_size: int = 32, lr: float = 1e-3, warmup: int = 200,
@@ -104,7 +128,7 @@ def train(model: ZooModel, *, seed: int = 0, batch_size: int = 32, lr: float = 1
     for mod in model.modules().values():
         mod.train()
     params = parameters(model)
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, betas=(0.9, 0.999))
+    opt = new_optimiser(params, lr, weight_decay)
     ema = [p.detach().clone() for p in params]
     step, elapsed, losses = 0, 0.0, []
     ckpt = Path(checkpoint_dir) / "checkpoint.pt" if checkpoint_dir else None
@@ -124,30 +148,17 @@ def train(model: ZooModel, *, seed: int = 0, batch_size: int = 32, lr: float = 1
 
     def save_ckpt():
         if ckpt is not None:
-            ckpt.parent.mkdir(parents=True, exist_ok=True)
-            _atomic_save(dict(params=[p.detach() for p in params], ema=ema, opt=opt.state_dict(), step=step,
-                              elapsed=time.perf_counter() - t0, losses=losses), ckpt)
+            atomic_torch_save(dict(params=[p.detach() for p in params], ema=ema, opt=opt.state_dict(), step=step,
+                                   elapsed=time.perf_counter() - t0, losses=losses), ckpt)
 
+    recipe = dict(seed=seed, batch_size=batch_size, lr=lr, warmup=warmup, grad_clip=grad_clip, ema_decay=ema_decay,
+                  label_dropout=label_dropout, sigma_shift=sigma_shift, sigma_shift_from_step=sigma_shift_from_step)
     stop_reason = "max_steps"
     while step < max_steps:
         if time.perf_counter() - t0 >= budget:
             stop_reason = "max_minutes"
             break
-        gen = step_generator(seed, step)
-        x, conds = data.sample_batch(model.kind, batch_size, gen)
-        for g in opt.param_groups:
-            g["lr"] = lr * min(1.0, (step + 1) / warmup)
-        shift = sigma_shift if step >= sigma_shift_from_step else 1.0
-        loss = training_loss(model, x, conds, gen, label_dropout=label_dropout, sigma_shift=shift)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, grad_clip)
-        opt.step()
-        d = min(ema_decay, (1 + step) / (10 + step))
-        with torch.no_grad():
-            torch._foreach_mul_(ema, d)
-            torch._foreach_add_(ema, [p.detach() for p in params], alpha=1 - d)
-        losses.append(float(loss.detach()))
+        losses.append(optimisation_step(model, params, opt, ema, step, recipe))
         step += 1
         bar.update(1)
         if step % log_every == 0:
