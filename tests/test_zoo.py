@@ -181,6 +181,11 @@ def test_weights_id_follows_the_weights_and_keys_the_correlation_cache(tmp_path)
     zoo.save(zoo.tiny("dit-digits", seed=1), second)
     a, b = zoo.load(first), zoo.load(second)
     assert a.weights_id != b.weights_id and a.weights_id == zoo.load(first).weights_id
+    id_before = a.weights_id
+    zoo.save(zoo.tiny("dit-digits", seed=2), first)  # retrained in place: the id must follow the new bytes
+    assert zoo.weights_id(first) not in (id_before, b.weights_id)
+    zoo.save(zoo.tiny("dit-digits", seed=0), first)
+    assert zoo.weights_id(first) == id_before
     cache = tmp_path / "cache"
     config = CGTaylorConfig(threshold=0.1, warmup_steps=2)
     records_a = collect_error_records(a, [3], [0], config, num_inference_steps=4, cache_dir=cache)

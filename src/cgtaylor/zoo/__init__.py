@@ -13,6 +13,7 @@ All samples are float tensors in [0, 1]. ``model.transformer`` is the diffusers 
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 from pathlib import Path
@@ -95,7 +96,15 @@ def _resolve(name_or_path: str | os.PathLike) -> Path:
 
 def weights_id(name_or_path: str | os.PathLike) -> str:
     """A short content hash of a zoo model's weights file: what results computed from the model are keyed by."""
-    return file_digest(_resolve(name_or_path).with_suffix(".safetensors"), "sha1")[:12]
+    weights = _resolve(name_or_path).with_suffix(".safetensors").resolve()
+    stat = weights.stat()
+    return _weights_digest(str(weights), stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=64)
+def _weights_digest(path: str, mtime_ns: int, size: int) -> str:
+    # keyed by modification time and size too, so a file rewritten in place is hashed again
+    return file_digest(path, "sha1")[:12]
 
 
 def load(name: str | os.PathLike, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> ZooModel:
