@@ -160,6 +160,15 @@ def test_table_flags_invalid_rows_and_resumes(tmp_path):
     assert len(pd.read_csv(tmp_path / "tables" / "table_dit.csv")) == 3
 
 
+def test_calibrations_are_kept_per_weights(tmp_path):
+    runner = TableRunner(_quick_table_cfg(tmp_path, [{"method": "magcache"}]))
+    runner._workload = dict(runner.workload, weights="first-weights")
+    first = runner.calibration_file("magcache")
+    assert first == runner.calibration_file("magcache") and first != runner.calibration_file("teacache")
+    runner._workload = dict(runner.workload, weights="retrained-weights")
+    assert runner.calibration_file("magcache") != first
+
+
 @pytest.mark.parametrize("model", ["flux1-dev", "dit-xl-2-256", "wan2.1-t2v-1.3b"])
 def test_real_model_without_local_checkpoint_fails_clearly(model, tmp_path):
     table = {"flux1-dev": "table_flux", "dit-xl-2-256": "table_dit", "wan2.1-t2v-1.3b": "table_wan"}[model]

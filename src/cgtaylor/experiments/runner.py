@@ -362,6 +362,12 @@ class TableRunner:
                               "steps": self.steps, "weights": _weights_stamp(self.model_cfg)}
         return self._workload
 
+    def calibration_file(self, method: str) -> Path:
+        """Where a calibrated method (MagCache, TeaCache, CG-Taylor with a target) keeps what it fitted on this
+        model: keyed by the model, its weights and the step count, so retrained weights are calibrated afresh."""
+        key = _digest({"model": self.workload["model"], "weights": self.workload["weights"], "steps": self.steps}, 10)
+        return self.cache_dir / self.model_cfg["name"] / f"{method}-calibration-{self.steps}-{key}.json"
+
     @property
     def workload_id(self) -> str:
         return f"{self.profile.get('name', 'custom')}-{_digest(self.workload, 10)}"
@@ -472,11 +478,10 @@ class TableRunner:
             result.update(self._evaluate(output, conditions))
             return dict(result, **machine_info())
 
-        calibration_file = self.cache_dir / self.model_cfg["name"] / f"{method}-calibration-{self.steps}.json"
         generator = make_generator(
             model, method, params, num_inference_steps=self.steps,
             calibration_conditions=model.default_conditions(int(self.profile.get("calibration_conditions", 4)), 1000),
-            calibration_seed=1000, calibration_file=calibration_file,
+            calibration_seed=1000, calibration_file=self.calibration_file(method),
         )
         try:
             outputs, flops, cache_bytes = [], 0, 0
