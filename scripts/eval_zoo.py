@@ -309,8 +309,9 @@ def render(r, args) -> str:
           "(not shipped).", "",
           "The flow-matching models first drew noise levels from a plain logit-normal, which puts about 1% of the "
           "training samples above sigma 0.9, where a 50-step sampler spends its first five steps and where the "
-          "caption alone decides which digit is drawn: flux-digits learned colour, position and digit-like strokes "
-          "but drew a digit unrelated to the caption. From the step given below, training shifted the noise levels "
+          "caption alone decides which digit is drawn: by then flux-digits had learned colour, position and "
+          "digit-like strokes but drew a digit unrelated to the caption. From the step given below, training "
+          "shifted the noise levels "
           "towards noise as SD3 and FLUX do (`sigma_shift` in `conf/zoo/`):", ""]
     for n, m in r["models"].items():
         t = m["training"]
