@@ -98,12 +98,13 @@ def weights_id(name_or_path: str | os.PathLike) -> str:
     """A short content hash of a zoo model's weights file: what results computed from the model are keyed by."""
     weights = _resolve(name_or_path).with_suffix(".safetensors").resolve()
     stat = weights.stat()
-    return _weights_digest(str(weights), stat.st_mtime_ns, stat.st_size)
+    return _weights_digest(str(weights), stat.st_ino, stat.st_mtime_ns, stat.st_size)
 
 
 @functools.lru_cache(maxsize=64)
-def _weights_digest(path: str, mtime_ns: int, size: int) -> str:
-    # keyed by modification time and size too, so a file rewritten in place is hashed again
+def _weights_digest(path: str, inode: int, mtime_ns: int, size: int) -> str:
+    # keyed by the file's identity too, so a file rewritten in place is hashed again: zoo.save replaces the file
+    # (new inode), which the key catches even where timestamps are too coarse to tell two quick saves apart
     return file_digest(path, "sha1")[:12]
 
 
