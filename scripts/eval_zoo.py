@@ -65,7 +65,8 @@ def time_training_steps(name, threads, warmup=2, timed=4):
 
     from cgtaylor.zoo import models, train
 
-    recipe = OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / "zoo" / f"{name}.yaml"))
+    path = ROOT / "conf" / "zoo" / f"{name}.yaml"
+    recipe, _ = train.split_model_config(OmegaConf.to_container(OmegaConf.load(path)), str(path))
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:

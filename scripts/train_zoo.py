@@ -49,14 +49,11 @@ def main(cfg: DictConfig) -> None:
             continue
         if name not in zoo.MODEL_NAMES:
             raise ValueError(f"unknown entry {name!r} in only; choose from evaluator, {', '.join(zoo.MODEL_NAMES)}")
-        c = OmegaConf.to_container(cfg.models[name], resolve=True)
-        torch.manual_seed(c["seed"])
+        recipe, run = train.split_model_config(OmegaConf.to_container(cfg.models[name], resolve=True),
+                                               f"conf/zoo/{name}.yaml")
+        torch.manual_seed(recipe["seed"])
         model = models.new_model(name, models.NAME_KIND[name])
-        info = train.train(model, seed=c["seed"], batch_size=c["batch_size"], lr=c["lr"], warmup=c["warmup"],
-                           grad_clip=c["grad_clip"], ema_decay=c["ema_decay"], max_steps=c["max_steps"],
-                           max_minutes=c["max_minutes"], checkpoint_dir=_path(cfg.checkpoint_dir) / name,
-                           checkpoint_every=c["checkpoint_every"], label_dropout=c["label_dropout"],
-                           sigma_shift=c.get("sigma_shift", 1.0), sigma_shift_from_step=c.get("sigma_shift_from_step", 0),
+        info = train.train(model, **run, **recipe, checkpoint_dir=_path(cfg.checkpoint_dir) / name,
                            progress=cfg.progress)
         zoo.save(model, out_dir, extra={"training": info})
         print(f"[{name}] saved to {out_dir}: {info}", flush=True)

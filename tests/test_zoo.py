@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -305,6 +306,36 @@ def test_sigma_shift_applies_from_its_step_on(monkeypatch):
     train.train(zoo.tiny("wan-digits"), max_steps=4, batch_size=2, warmup=1, progress=False, sigma_shift=3.0,
                 sigma_shift_from_step=2)
     assert shifts == [1.0, 1.0, 3.0, 3.0]
+
+
+def test_learning_rate_warms_up_then_cools_down_linearly():
+    r = train.recipe_from(dict(lr=1e-3, warmup=10, lr_decay_from_step=100, lr_decay_steps=50, lr_final_fraction=0.2))
+    lr = [train.learning_rate(k, r) for k in range(200)]
+    assert lr[0] == pytest.approx(1e-4) and lr[9] == pytest.approx(1e-3) and lr[99] == pytest.approx(1e-3)
+    assert lr[125] == pytest.approx(1e-3 * 0.6) and lr[150] == pytest.approx(2e-4) and lr[199] == pytest.approx(2e-4)
+    assert all(a >= b for a, b in zip(lr[100:], lr[101:]))
+    plain = train.recipe_from(dict(lr=1e-3, warmup=10))
+    assert train.learning_rate(10**6, plain) == pytest.approx(1e-3)
+
+
+def test_recipe_fields_are_checked_by_name():
+    with pytest.raises(ValueError, match="lr_decay_step.*accepted:.*lr_decay_steps"):
+        train.recipe_from({"lr_decay_step": 5})
+    with pytest.raises(TypeError):
+        train.train(zoo.tiny("dit-digits"), 2, progress=False)  # recipe fields are keyword-only
+    with pytest.raises(ValueError, match="train\\(\\): unknown field\\(s\\) batchsize"):
+        train.train(zoo.tiny("dit-digits"), max_steps=1, batchsize=4, progress=False)
+
+
+def test_shipped_training_configs_split_into_recipe_and_run_options():
+    from omegaconf import OmegaConf
+
+    conf = Path(__file__).resolve().parents[1] / "conf" / "zoo"
+    for name in zoo.MODEL_NAMES:
+        recipe, run = train.split_model_config(OmegaConf.to_container(OmegaConf.load(conf / f"{name}.yaml")), name)
+        assert set(recipe) == set(train.RECIPE_DEFAULTS) and set(run) == set(train.RUN_FIELDS)
+    with pytest.raises(ValueError, match="conf/zoo/x.yaml: unknown field\\(s\\) max_step;"):
+        train.split_model_config({"max_step": 3}, "conf/zoo/x.yaml")
 
 
 def test_build_transformer_by_name_and_kind():

@@ -83,19 +83,55 @@ def parameters(model: ZooModel) -> list[torch.nn.Parameter]:
     return [p for mod in model.modules().values() for p in mod.parameters()]
 
 
+# A recipe: everything that decides which update step ``k`` makes (``scripts/train_zoo.py`` reads it from conf/zoo).
 RECIPE_DEFAULTS = dict(seed=0, batch_size=32, lr=1e-3, warmup=200, grad_clip=1.0, ema_decay=0.999,
-                       label_dropout=0.1, sigma_shift=1.0, sigma_shift_from_step=0)
+                       label_dropout=0.1, sigma_shift=1.0, sigma_shift_from_step=0,
+                       lr_decay_from_step=0, lr_decay_steps=0, lr_final_fraction=0.1)
+
+
+def recipe_from(values: dict[str, Any], where: str = "recipe") -> dict[str, Any]:
+    """``RECIPE_DEFAULTS`` updated by ``values``; an unknown key raises a ValueError that names it."""
+    unknown = sorted(set(values) - set(RECIPE_DEFAULTS))
+    if unknown:
+        raise ValueError(f"{where}: unknown field(s) {', '.join(unknown)}; accepted: {', '.join(RECIPE_DEFAULTS)}")
+    return dict(RECIPE_DEFAULTS, **values)
+
+
+RUN_FIELDS = ("max_steps", "max_minutes", "checkpoint_every")  # when to stop and save, not what a step does
+
+
+def split_model_config(config: dict[str, Any], where: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A model's training config (conf/zoo/<name>.yaml) as (recipe, run options for ``train``); an unknown
+    field raises a ValueError that names it and ``where`` it was found."""
+    run = {k: v for k, v in config.items() if k in RUN_FIELDS}
+    rest = {k: v for k, v in config.items() if k not in RUN_FIELDS}
+    unknown = sorted(set(rest) - set(RECIPE_DEFAULTS))
+    if unknown:
+        raise ValueError(f"{where}: unknown field(s) {', '.join(unknown)}; accepted: "
+                         f"{', '.join([*RECIPE_DEFAULTS, *RUN_FIELDS])}")
+    return recipe_from(rest, where), run
+
+
+def learning_rate(step: int, recipe: dict[str, Any]) -> float:
+    """Linear warm-up over ``warmup`` steps to ``lr``; then, when ``lr_decay_steps`` > 0, a linear cool-down from
+    step ``lr_decay_from_step`` to ``lr * lr_final_fraction`` over ``lr_decay_steps`` steps, held after that."""
+    r = recipe
+    lr = r["lr"] * min(1.0, (step + 1) / r["warmup"])
+    if r["lr_decay_steps"] > 0 and step >= r["lr_decay_from_step"]:
+        done = min(1.0, (step - r["lr_decay_from_step"]) / r["lr_decay_steps"])
+        lr *= 1.0 - (1.0 - r["lr_final_fraction"]) * done
+    return lr
 
 
 def optimisation_step(model: ZooModel, params: list, opt: torch.optim.Optimizer, ema: list, step: int,
                       recipe: dict[str, Any]) -> float:
-    """Step ``step`` of a recipe (the keys of ``RECIPE_DEFAULTS``): batch and noise from ``(seed, step)``, linear
-    learning-rate warm-up, clipped AdamW update, EMA update. Returns the loss."""
-    r = dict(RECIPE_DEFAULTS, **{k: v for k, v in recipe.items() if k in RECIPE_DEFAULTS})
+    """Step ``step`` of a recipe (see ``RECIPE_DEFAULTS``; missing keys take their defaults): batch and noise
+    from ``(seed, step)``, learning rate from ``learning_rate``, clipped AdamW update, EMA update. Returns the loss."""
+    r = recipe_from(recipe)
     gen = step_generator(r["seed"], step)
     x, conds = data.sample_batch(model.kind, r["batch_size"], gen)
     for g in opt.param_groups:
-        g["lr"] = r["lr"] * min(1.0, (step + 1) / r["warmup"])
+        g["lr"] = learning_rate(step, r)
     shift = r["sigma_shift"] if step >= r["sigma_shift_from_step"] else 1.0
     loss = training_loss(model, x, conds, gen, label_dropout=r["label_dropout"], sigma_shift=shift)
     opt.zero_grad(set_to_none=True)
@@ -113,12 +149,11 @@ def new_optimiser(params: list, lr: float, weight_decay: float = 0.0) -> torch.o
     return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, betas=(0.9, 0.999))
 
 
-def train(model: ZooModel, *, seed: int = 0, batch_size: int = 32, lr: float = 1e-3, warmup: int = 200,
-          weight_decay: float = 0.0, grad_clip: float = 1.0, ema_decay: float = 0.999, max_steps: int = 100_000,
-          max_minutes: float = 10.0, checkpoint_dir: str | os.PathLike | None = None, checkpoint_every: int = 100,
-          label_dropout: float = 0.1, sigma_shift: float = 1.0, sigma_shift_from_step: int = 0,
-          progress: bool = True, log_every: int = 50) -> dict[str, Any]:
-    """Train ``model`` in place; on return its modules hold the EMA weights. Returns training info.
+def train(model: ZooModel, *, max_steps: int = 100_000, max_minutes: float = 10.0,
+          checkpoint_dir: str | os.PathLike | None = None, checkpoint_every: int = 100, weight_decay: float = 0.0,
+          progress: bool = True, log_every: int = 50, **recipe: Any) -> dict[str, Any]:
+    """Train ``model`` in place under ``recipe`` (keyword fields of ``RECIPE_DEFAULTS``); on return its modules
+    hold the EMA weights. Returns training info: the full recipe, the steps reached and why training stopped.
 
     Flow-matching noise levels are shifted by ``sigma_shift`` from step ``sigma_shift_from_step`` on
     (see ``flow_sigmas``); the steps before it use the plain logit-normal."""
@@ -128,7 +163,8 @@ def train(model: ZooModel, *, seed: int = 0, batch_size: int = 32, lr: float = 1
     for mod in model.modules().values():
         mod.train()
     params = parameters(model)
-    opt = new_optimiser(params, lr, weight_decay)
+    recipe = recipe_from(recipe, "train()")
+    opt = new_optimiser(params, recipe["lr"], weight_decay)
     ema = [p.detach().clone() for p in params]
     step, elapsed, losses = 0, 0.0, []
     ckpt = Path(checkpoint_dir) / "checkpoint.pt" if checkpoint_dir else None
@@ -151,8 +187,6 @@ def train(model: ZooModel, *, seed: int = 0, batch_size: int = 32, lr: float = 1
             atomic_torch_save(dict(params=[p.detach() for p in params], ema=ema, opt=opt.state_dict(), step=step,
                                    elapsed=time.perf_counter() - t0, losses=losses), ckpt)
 
-    recipe = dict(seed=seed, batch_size=batch_size, lr=lr, warmup=warmup, grad_clip=grad_clip, ema_decay=ema_decay,
-                  label_dropout=label_dropout, sigma_shift=sigma_shift, sigma_shift_from_step=sigma_shift_from_step)
     stop_reason = "max_steps"
     while step < max_steps:
         if time.perf_counter() - t0 >= budget:
@@ -174,9 +208,6 @@ def train(model: ZooModel, *, seed: int = 0, batch_size: int = 32, lr: float = 1
     for mod in model.modules().values():
         mod.eval()
     tail = losses[-100:]
-    return dict(steps=step, stop_reason=stop_reason, train_minutes=round(elapsed / 60, 2), seed=seed,
-                batch_size=batch_size, lr=lr, warmup=warmup, grad_clip=grad_clip, ema_decay=ema_decay,
-                max_steps=max_steps, max_minutes=max_minutes, label_dropout=label_dropout,
-                sigma_shift=sigma_shift, sigma_shift_from_step=sigma_shift_from_step,
-                final_loss=round(sum(tail) / max(len(tail), 1), 5) if tail else None,
-                images_seen=step * batch_size, torch_version=torch.__version__, threads=torch.get_num_threads())
+    return dict(steps=step, stop_reason=stop_reason, train_minutes=round(elapsed / 60, 2), **recipe,
+                max_steps=max_steps, max_minutes=max_minutes,
+                final_loss=round(sum(tail) / max(len(tail), 1), 5) if tail else None, images_seen=step * recipe["batch_size"], torch_version=torch.__version__, threads=torch.get_num_threads())
