@@ -210,4 +210,6 @@ def train(model: ZooModel, *, max_steps: int = 100_000, max_minutes: float = 10.
     tail = losses[-100:]
     return dict(steps=step, stop_reason=stop_reason, train_minutes=round(elapsed / 60, 2), **recipe,
                 max_steps=max_steps, max_minutes=max_minutes,
-                final_loss=round(sum(tail) / max(len(tail), 1), 5) if tail else None, images_seen=step * recipe["batch_size"], torch_version=torch.__version__, threads=torch.get_num_threads())
+                final_loss=round(sum(tail) / max(len(tail), 1), 5) if tail else None,
+                images_seen=step * recipe["batch_size"], torch_version=torch.__version__,
+                threads=torch.get_num_threads())
