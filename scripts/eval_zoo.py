@@ -253,7 +253,7 @@ def render(r, args) -> str:
                  f"({', '.join(f'{k}={v}' for k, v in m['sampler'].items())}) | {t.get('steps')} | {t.get('batch_size')} | "
                  f"{t.get('train_minutes')} | {_retrain(m, 'seconds_per_step', 2)} | {_retrain(m, 'minutes_estimate', 0)} | "
                  f"{t.get('final_loss')} |")
-    L += ["", "Training: AdamW lr 1e-3 with linear warm-up, gradient clipping 1.0, EMA of the weights "
+    L += ["", "Training: AdamW lr 1e-3 with linear warm-up (and a linear cool-down where listed below), gradient clipping 1.0, EMA of the weights "
           "(decay min(0.999, (1+k)/(10+k)) at step k) is what ships. *train minutes (recorded)* is the wall-clock "
           "time the training run recorded, part of it on a CPU shared with other jobs; *s / training step here* is "
           "measured by this script (median of 4 steps of a freshly initialised model, the recipe's batch size, "
@@ -318,6 +318,14 @@ def render(r, args) -> str:
         t = m["training"]
         if t.get("sigma_shift", 1.0) != 1.0:
             L.append(f"- {n}: shift {t['sigma_shift']:g} from step {t['sigma_shift_from_step']} of {t['steps']}")
+    decays = [(n, m["training"]) for n, m in r["models"].items() if m["training"].get("lr_decay_steps", 0) > 0]
+    if decays:
+        L += ["", "Learning-rate cool-down (`lr_decay_*` in `conf/zoo/`): the learning rate fell linearly over the "
+              "last steps, so the EMA that ships averages weights taken at a small step size:", ""]
+        for n, t in decays:
+            start, end = t["lr_decay_from_step"], t["lr_decay_from_step"] + t["lr_decay_steps"]
+            L.append(f"- {n}: lr {t['lr']:g} at step {start} down to {t['lr'] * t['lr_final_fraction']:g} at step "
+                     f"{end}, of {t['steps']}")
     L += ["",
           "## Samples", ""]
     for n, m in r["models"].items():
