@@ -303,9 +303,9 @@ def render(r, args) -> str:
           "depend only on the seed and k, so a run resumed from a checkpoint takes the same steps as one that "
           "never stopped, and a from-scratch run reproduces the recipe step for step. The shipped weights were "
           "trained in stages resumed from checkpoints: dit-digits in one run on a CPU shared with other jobs; "
-          "flux-digits and wan-digits first on that shared CPU, then continued on the idle machine, the two in "
+          "flux-digits and wan-digits first on that shared CPU, then continued on the idle machine, two runs in "
           "parallel with one torch thread each (on this 2-core virtual machine one thread per process trained "
-          "faster than two threads in one process). Each model's JSON (`src/cgtaylor/zoo/weights/<name>.json`) "
+          "faster than two threads in one process); flux-digits' last stage is its learning-rate cool-down. Each model's JSON (`src/cgtaylor/zoo/weights/<name>.json`) "
           "records the steps, the recorded minutes and the thread count; checkpoints go to `checkpoints/zoo/` "
           "(not shipped).", "",
           "The flow-matching models first drew noise levels from a plain logit-normal, which puts about 1% of the "
