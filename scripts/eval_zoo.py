@@ -253,7 +253,8 @@ def render(r, args) -> str:
                  f"({', '.join(f'{k}={v}' for k, v in m['sampler'].items())}) | {t.get('steps')} | {t.get('batch_size')} | "
                  f"{t.get('train_minutes')} | {_retrain(m, 'seconds_per_step', 2)} | {_retrain(m, 'minutes_estimate', 0)} | "
                  f"{t.get('final_loss')} |")
-    L += ["", "Training: AdamW lr 1e-3 with linear warm-up (and a linear cool-down where listed below), gradient clipping 1.0, EMA of the weights "
+    L += ["", "Training: AdamW lr 1e-3 with linear warm-up (and a linear cool-down where listed below), "
+          "gradient clipping 1.0, EMA of the weights "
           "(decay min(0.999, (1+k)/(10+k)) at step k) is what ships. *train minutes (recorded)* is the wall-clock "
           "time the training run recorded, part of it on a CPU shared with other jobs; *s / training step here* is "
           "measured by this script (median of 4 steps of a freshly initialised model, the recipe's batch size, "
@@ -305,7 +306,8 @@ def render(r, args) -> str:
           "trained in stages resumed from checkpoints: dit-digits in one run on a CPU shared with other jobs; "
           "flux-digits and wan-digits first on that shared CPU, then continued on the idle machine, two runs in "
           "parallel with one torch thread each (on this 2-core virtual machine one thread per process trained "
-          "faster than two threads in one process); flux-digits' last stage is its learning-rate cool-down. Each model's JSON (`src/cgtaylor/zoo/weights/<name>.json`) "
+          "faster than two threads in one process); flux-digits' last stage is its learning-rate cool-down. "
+          "Each model's JSON (`src/cgtaylor/zoo/weights/<name>.json`) "
           "records the steps, the recorded minutes and the thread count; checkpoints go to `checkpoints/zoo/` "
           "(not shipped).", "",
           "The flow-matching models first drew noise levels from a plain logit-normal, which puts about 1% of the "

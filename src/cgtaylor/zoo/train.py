@@ -89,11 +89,15 @@ RECIPE_DEFAULTS = dict(seed=0, batch_size=32, lr=1e-3, warmup=200, grad_clip=1.0
                        lr_decay_from_step=0, lr_decay_steps=0, lr_final_fraction=0.1)
 
 
+def _reject_unknown_fields(values: dict[str, Any], accepted: list[str], where: str) -> None:
+    unknown = sorted(set(values) - set(accepted))
+    if unknown:
+        raise ValueError(f"{where}: unknown field(s) {', '.join(unknown)}; accepted: {', '.join(accepted)}")
+
+
 def recipe_from(values: dict[str, Any], where: str = "recipe") -> dict[str, Any]:
     """``RECIPE_DEFAULTS`` updated by ``values``; an unknown key raises a ValueError that names it."""
-    unknown = sorted(set(values) - set(RECIPE_DEFAULTS))
-    if unknown:
-        raise ValueError(f"{where}: unknown field(s) {', '.join(unknown)}; accepted: {', '.join(RECIPE_DEFAULTS)}")
+    _reject_unknown_fields(values, list(RECIPE_DEFAULTS), where)
     return dict(RECIPE_DEFAULTS, **values)
 
 
@@ -103,13 +107,9 @@ RUN_FIELDS = ("max_steps", "max_minutes", "checkpoint_every")  # when to stop an
 def split_model_config(config: dict[str, Any], where: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """A model's training config (conf/zoo/<name>.yaml) as (recipe, run options for ``train``); an unknown
     field raises a ValueError that names it and ``where`` it was found."""
+    _reject_unknown_fields(config, [*RECIPE_DEFAULTS, *RUN_FIELDS], where)
     run = {k: v for k, v in config.items() if k in RUN_FIELDS}
-    rest = {k: v for k, v in config.items() if k not in RUN_FIELDS}
-    unknown = sorted(set(rest) - set(RECIPE_DEFAULTS))
-    if unknown:
-        raise ValueError(f"{where}: unknown field(s) {', '.join(unknown)}; accepted: "
-                         f"{', '.join([*RECIPE_DEFAULTS, *RUN_FIELDS])}")
-    return recipe_from(rest, where), run
+    return dict(RECIPE_DEFAULTS, **{k: v for k, v in config.items() if k not in RUN_FIELDS}), run
 
 
 def learning_rate(step: int, recipe: dict[str, Any]) -> float:
