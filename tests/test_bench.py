@@ -81,3 +81,21 @@ def test_reduced_run_end_to_end(tmp_path):
         wan_like = r.name.startswith("wan")
         rows = [row for row in r.rows if row["method"] == "cg_taylor"]
         assert all(len(row["computed"].split("/")) == (2 if wan_like else 1) for row in rows)
+
+
+def test_stopped_run_keeps_the_models_already_measured(tmp_path, monkeypatch):
+    import cgtaylor.bench.real_scale as real_scale
+
+    measured = real_scale.bench_model
+
+    def stop_on_second(spec, *args, **kwargs):
+        if spec.name != MODEL_ORDER[0]:
+            raise KeyboardInterrupt
+        return measured(spec, *args, **kwargs)
+
+    monkeypatch.setattr(real_scale, "bench_model", stop_on_second)
+    out = tmp_path / "real_scale.md"
+    with pytest.raises(KeyboardInterrupt):
+        main(["--reduced", "--out", str(out), "--steps", "6", "--probe-steps", "5", "--full-steps", "11"])
+    table = pd.read_csv(out.with_suffix(".csv"))
+    assert set(table.model) == {MODEL_ORDER[0]} and MODEL_ORDER[0] in out.read_text()
