@@ -30,7 +30,7 @@ import torch  # noqa: E402
 
 from cgtaylor import zoo  # noqa: E402
 from cgtaylor.io import atomic_write_text  # noqa: E402
-from cgtaylor.zoo import data, evaluator  # noqa: E402
+from cgtaylor.zoo import data, evaluator, train  # noqa: E402
 
 BARS = {  # metric -> minimum, per model (from the zoo's quality bar)
     "dit-digits": {"digit_accuracy": 0.90},
@@ -63,7 +63,7 @@ def time_training_steps(name, threads, warmup=2, timed=4):
     thread count its run used: what a from-scratch retrain of the recorded steps costs here."""
     from omegaconf import OmegaConf
 
-    from cgtaylor.zoo import models, train
+    from cgtaylor.zoo import models
 
     path = ROOT / "conf" / "zoo" / f"{name}.yaml"
     recipe, _ = train.split_model_config(OmegaConf.to_container(OmegaConf.load(path)), str(path))
@@ -320,14 +320,15 @@ def render(r, args) -> str:
         t = m["training"]
         if t.get("sigma_shift", 1.0) != 1.0:
             L.append(f"- {n}: shift {t['sigma_shift']:g} from step {t['sigma_shift_from_step']} of {t['steps']}")
-    decays = [(n, m["training"]) for n, m in r["models"].items() if m["training"].get("lr_decay_steps", 0) > 0]
-    if decays:
-        L += ["", "Learning-rate cool-down (`lr_decay_*` in `conf/zoo/`): the learning rate fell linearly over the "
-              "last steps, so the EMA that ships averages weights taken at a small step size:", ""]
-        for n, t in decays:
-            start, end = t["lr_decay_from_step"], t["lr_decay_from_step"] + t["lr_decay_steps"]
-            L.append(f"- {n}: lr {t['lr']:g} at step {start} down to {t['lr'] * t['lr_final_fraction']:g} at step "
-                     f"{end}, of {t['steps']}")
+    schedules = [(n, m["training"], train.lr_knots(m["training"])) for n, m in r["models"].items()]
+    schedules = [(n, t, knots) for n, t, knots in schedules if knots]
+    if schedules:
+        L += ["", "Learning-rate schedule (`lr_schedule` in `conf/zoo/`): constant after warm-up, then linear between "
+              "the steps listed and held after the last, so the EMA that ships averages weights taken at a small "
+              "step size:", ""]
+        for n, t, knots in schedules:
+            points = ", ".join(f"{t['lr'] * f:g} at step {s}" for s, f in knots)
+            L.append(f"- {n}: lr {points}; {t['steps']} steps in all")
     L += ["",
           "## Samples", ""]
     for n, m in r["models"].items():

@@ -308,19 +308,32 @@ def test_sigma_shift_applies_from_its_step_on(monkeypatch):
     assert shifts == [1.0, 1.0, 3.0, 3.0]
 
 
-def test_learning_rate_warms_up_then_cools_down_linearly():
-    r = train.recipe_from(dict(lr=1e-3, warmup=10, lr_decay_from_step=100, lr_decay_steps=50, lr_final_fraction=0.2))
-    lr = [train.learning_rate(k, r) for k in range(200)]
+def test_learning_rate_warms_up_then_follows_the_schedule_knots():
+    r = train.recipe_from(dict(lr=1e-3, warmup=10, lr_schedule=[[100, 1.0], [150, 0.2], [170, 0.2], [190, 0.02]]))
+    lr = [train.learning_rate(k, r) for k in range(250)]
     assert lr[0] == pytest.approx(1e-4) and lr[9] == pytest.approx(1e-3) and lr[99] == pytest.approx(1e-3)
-    assert lr[125] == pytest.approx(1e-3 * 0.6) and lr[150] == pytest.approx(2e-4) and lr[199] == pytest.approx(2e-4)
+    assert lr[125] == pytest.approx(1e-3 * 0.6) and lr[150] == pytest.approx(2e-4) and lr[169] == pytest.approx(2e-4)
+    assert lr[180] == pytest.approx(1.1e-4) and lr[190] == pytest.approx(2e-5) and lr[249] == pytest.approx(2e-5)
     assert all(a >= b for a, b in zip(lr[100:], lr[101:]))
     plain = train.recipe_from(dict(lr=1e-3, warmup=10))
     assert train.learning_rate(10**6, plain) == pytest.approx(1e-3)
 
 
+def test_lr_schedule_is_checked_and_old_cool_down_records_still_read():
+    for bad in ([[100, 1.0], [100, 0.5]], [[100, -0.1]], [100, 0.5], "soon"):
+        with pytest.raises(ValueError, match="lr_schedule must be a list of \\[step, fraction\\] pairs"):
+            train.recipe_from({"lr_schedule": bad})
+    with pytest.raises(ValueError, match="flux.yaml: lr_schedule"):
+        train.split_model_config({"lr_schedule": [[5, 1.0], [3, 0.1]]}, "flux.yaml")
+    legacy = dict(lr_decay_from_step=14192, lr_decay_steps=7000, lr_final_fraction=0.1)
+    assert train.lr_knots(legacy) == [[14192, 1.0], [21192, 0.1]]
+    assert train.lr_knots(dict(lr_schedule=((1, 1.0), (2, 0.5)))) == [[1, 1.0], [2, 0.5]]
+    assert train.lr_knots(train.recipe_from({})) == []
+
+
 def test_recipe_fields_are_checked_by_name():
-    with pytest.raises(ValueError, match="lr_decay_step.*accepted:.*lr_decay_steps"):
-        train.recipe_from({"lr_decay_step": 5})
+    with pytest.raises(ValueError, match="lr_schedules.*accepted:.*lr_schedule"):
+        train.recipe_from({"lr_schedules": [[5, 0.1]]})
     with pytest.raises(TypeError):
         train.train(zoo.tiny("dit-digits"), 2, progress=False)  # recipe fields are keyword-only
     with pytest.raises(ValueError, match="train\\(\\): unknown field\\(s\\) batchsize"):

@@ -86,7 +86,7 @@ def parameters(model: ZooModel) -> list[torch.nn.Parameter]:
 # A recipe: everything that decides which update step ``k`` makes (``scripts/train_zoo.py`` reads it from conf/zoo).
 RECIPE_DEFAULTS = dict(seed=0, batch_size=32, lr=1e-3, warmup=200, grad_clip=1.0, ema_decay=0.999,
                        label_dropout=0.1, sigma_shift=1.0, sigma_shift_from_step=0,
-                       lr_decay_from_step=0, lr_decay_steps=0, lr_final_fraction=0.1)
+                       lr_schedule=())
 
 
 def _reject_unknown_fields(values: dict[str, Any], accepted: list[str], where: str) -> None:
@@ -98,6 +98,7 @@ def _reject_unknown_fields(values: dict[str, Any], accepted: list[str], where: s
 def recipe_from(values: dict[str, Any], where: str = "recipe") -> dict[str, Any]:
     """``RECIPE_DEFAULTS`` updated by ``values``; an unknown key raises a ValueError that names it."""
     _reject_unknown_fields(values, list(RECIPE_DEFAULTS), where)
+    check_lr_schedule(values.get("lr_schedule", ()), where)
     return dict(RECIPE_DEFAULTS, **values)
 
 
@@ -108,19 +109,47 @@ def split_model_config(config: dict[str, Any], where: str) -> tuple[dict[str, An
     """A model's training config (conf/zoo/<name>.yaml) as (recipe, run options for ``train``); an unknown
     field raises a ValueError that names it and ``where`` it was found."""
     _reject_unknown_fields(config, [*RECIPE_DEFAULTS, *RUN_FIELDS], where)
+    check_lr_schedule(config.get("lr_schedule", ()), where)
     run = {k: v for k, v in config.items() if k in RUN_FIELDS}
     return dict(RECIPE_DEFAULTS, **{k: v for k, v in config.items() if k not in RUN_FIELDS}), run
 
 
 def learning_rate(step: int, recipe: dict[str, Any]) -> float:
-    """Linear warm-up over ``warmup`` steps to ``lr``; then, when ``lr_decay_steps`` > 0, a linear cool-down from
-    step ``lr_decay_from_step`` to ``lr * lr_final_fraction`` over ``lr_decay_steps`` steps, held after that."""
-    r = recipe
-    lr = r["lr"] * min(1.0, (step + 1) / r["warmup"])
-    if r["lr_decay_steps"] > 0 and step >= r["lr_decay_from_step"]:
-        done = min(1.0, (step - r["lr_decay_from_step"]) / r["lr_decay_steps"])
-        lr *= 1.0 - (1.0 - r["lr_final_fraction"]) * done
-    return lr
+    """Linear warm-up over ``warmup`` steps to ``lr``, times the fraction that ``lr_schedule`` gives at ``step``.
+
+    ``lr_schedule`` is a list of ``[step, fraction]`` knots with increasing steps: the fraction is 1 before the
+    first knot, linear between knots and held after the last (empty: constant ``lr``)."""
+    lr = recipe["lr"] * min(1.0, (step + 1) / recipe["warmup"])
+    return lr * schedule_fraction(step, recipe["lr_schedule"])
+
+
+def schedule_fraction(step: int, knots) -> float:
+    if not knots or step < knots[0][0]:
+        return 1.0
+    for (s0, f0), (s1, f1) in zip(knots[:-1], knots[1:]):
+        if step < s1:
+            return f0 - (f0 - f1) * ((step - s0) / (s1 - s0))
+    return knots[-1][1]
+
+
+def lr_knots(training_info: dict[str, Any]) -> list[list[float]]:
+    """The ``lr_schedule`` knots of a recipe or of the training info stored with weights; weights trained before
+    ``lr_schedule`` existed record one cool-down as ``lr_decay_from_step``/``lr_decay_steps``/``lr_final_fraction``."""
+    if training_info.get("lr_decay_steps", 0) > 0:
+        start = training_info["lr_decay_from_step"]
+        return [[start, 1.0], [start + training_info["lr_decay_steps"], training_info["lr_final_fraction"]]]
+    return [list(k) for k in training_info.get("lr_schedule", ())]
+
+
+def check_lr_schedule(knots, where: str = "recipe") -> None:
+    """A ValueError naming ``lr_schedule`` unless it is a list of [step, fraction] pairs, steps increasing."""
+    accepted = "a list of [step, fraction] pairs with increasing integer steps and fractions >= 0"
+    try:
+        pairs = [(int(s), float(f)) for s, f in knots]
+    except (TypeError, ValueError):
+        raise ValueError(f"{where}: lr_schedule must be {accepted}, got {knots!r}") from None
+    if any(s1 <= s0 for (s0, _), (s1, _) in zip(pairs, pairs[1:])) or any(f < 0 for _, f in pairs):
+        raise ValueError(f"{where}: lr_schedule must be {accepted}, got {knots!r}")
 
 
 def optimisation_step(model: ZooModel, params: list, opt: torch.optim.Optimizer, ema: list, step: int,
