@@ -267,19 +267,21 @@ def render(r, args) -> str:
           f"{r['evaluator']['test_accuracy_augmented']:.3f}). The *classifier Fréchet distance* is the Fréchet "
           "distance between Gaussian fits of this CNN's 64-d features on the samples and on the held-out real "
           "test digits (not an FID: the feature network is this small CNN).", "",
-          "| model | samples | metric | measured | bar | met | real held-out digits in the same scenes |",
-          "|---|---|---|---|---|---|---|"]
+          "| model | samples | metric | measured | 95% interval | bar | met | real held-out digits in the same scenes |",
+          "|---|---|---|---|---|---|---|---|"]
     for n, m in r["models"].items():
         ref = r["real_reference"][n]
+        count = m["metrics"]["num_samples"]
         for k, v in m["metrics"].items():
             if k == "num_samples":
                 continue
             b = m["bars"].get(k)
-            L.append(f"| {n} | {m['metrics']['num_samples']} | {k} | {_f(v)} | {'>= ' + _f(b['bar'], 2) if b else '-'} | "
+            interval = "[{:.2f}, {:.2f}]".format(*evaluator.wilson_interval(v, count)) if k.endswith("_accuracy") else "-"
+            L.append(f"| {n} | {count} | {k} | {_f(v)} | {interval} | {'>= ' + _f(b['bar'], 2) if b else '-'} | "
                      f"{('yes' if b['met'] else '**no**') if b else '-'} | {_f(ref.get(k, float('nan')))} |")
     L += ["", "digit_accuracy for wan-digits is per frame (every frame of every video cropped around the digit's "
           "centre of mass and classified). Conditions are `model.default_conditions(n, seed=0)` (all digits, colours, "
-          "positions, directions), seeds 1000 + batch offset. The last column scores real held-out digits built into "
+          "positions, directions), seeds 1000 + batch offset. The 95% interval is Wilson's over the samples (for wan-digits, over videos: frames of one video are not independent); *met* compares the measured value with the bar. The last column scores real held-out digits built into "
           "the same kind of image/scene/video with the same checks; for dit-digits it is the held-out set itself, so its "
           "classifier Fréchet distance is 0 by construction.", "",
           "## Speed (full compute, median of repeats after a warm-up call)", "",

@@ -357,3 +357,12 @@ def test_build_transformer_by_name_and_kind():
     assert type(zoo.build_transformer("flux", dict(models.ARCH["flux"], num_layers=1, num_single_layers=1))).__name__ == "FluxTransformer2DModel"
     with pytest.raises(ValueError):
         zoo.build_transformer("sd3")
+
+
+def test_wilson_interval_of_an_accuracy():
+    low, high = evaluator.wilson_interval(0.5, 100)
+    assert low == pytest.approx(0.4038, abs=1e-3) and high == pytest.approx(0.5962, abs=1e-3)
+    low, high = evaluator.wilson_interval(1.0, 8)
+    assert low == pytest.approx(0.6756, abs=1e-3) and high == 1.0
+    with pytest.raises(ValueError, match="n must be a positive sample count"):
+        evaluator.wilson_interval(0.5, 0)

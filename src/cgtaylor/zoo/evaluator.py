@@ -144,6 +144,15 @@ def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
 # ----------------------------------------------------------------------------------------------------
 # Training and loading the classifier
 # ----------------------------------------------------------------------------------------------------
+def wilson_interval(accuracy: float, n: int, z: float = 1.959964) -> tuple[float, float]:
+    """95% Wilson score interval of a proportion measured as ``accuracy`` on ``n`` independent samples."""
+    if n <= 0:
+        raise ValueError(f"n must be a positive sample count, got {n}")
+    centre = (accuracy + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * np.sqrt(accuracy * (1 - accuracy) / n + z * z / (4 * n * n))
+    return float(max(0.0, centre - half)), float(min(1.0, centre + half))
+
+
 def _augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     """Real 16x16 digits -> placed at random on a 32x32 canvas and re-cropped by centre of mass (half the
     batch), with random contrast and light noise, so the CNN sees what ``crop_digit`` gives it."""
