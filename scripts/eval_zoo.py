@@ -276,12 +276,15 @@ def render(r, args) -> str:
             if k == "num_samples":
                 continue
             b = m["bars"].get(k)
-            interval = "[{:.2f}, {:.2f}]".format(*evaluator.wilson_interval(v, count)) if k.endswith("_accuracy") else "-"
+            accuracy = k.endswith("_accuracy")
+            interval = "[{:.2f}, {:.2f}]".format(*evaluator.wilson_interval(v, count)) if accuracy else "-"
             L.append(f"| {n} | {count} | {k} | {_f(v)} | {interval} | {'>= ' + _f(b['bar'], 2) if b else '-'} | "
                      f"{('yes' if b['met'] else '**no**') if b else '-'} | {_f(ref.get(k, float('nan')))} |")
     L += ["", "digit_accuracy for wan-digits is per frame (every frame of every video cropped around the digit's "
           "centre of mass and classified). Conditions are `model.default_conditions(n, seed=0)` (all digits, colours, "
-          "positions, directions), seeds 1000 + batch offset. The 95% interval is Wilson's over the samples (for wan-digits, over videos: frames of one video are not independent); *met* compares the measured value with the bar. The last column scores real held-out digits built into "
+          "positions, directions), seeds 1000 + batch offset. The 95% interval is Wilson's over the samples (for "
+          "wan-digits, over videos: frames of one video are not independent); *met* compares the measured value with "
+          "the bar. The last column scores real held-out digits built into "
           "the same kind of image/scene/video with the same checks; for dit-digits it is the held-out set itself, so its "
           "classifier Fréchet distance is 0 by construction.", "",
           "## Speed (full compute, median of repeats after a warm-up call)", "",

@@ -321,7 +321,7 @@ def test_learning_rate_warms_up_then_follows_the_schedule_knots():
 
 def test_lr_schedule_is_checked_and_old_cool_down_records_still_read():
     for bad in ([[100, 1.0], [100, 0.5]], [[100, -0.1]], [100, 0.5], "soon"):
-        with pytest.raises(ValueError, match="lr_schedule must be a list of \\[step, fraction\\] pairs"):
+        with pytest.raises(ValueError, match=r"lr_schedule must be a list of \[step, fraction\] pairs"):
             train.recipe_from({"lr_schedule": bad})
     with pytest.raises(ValueError, match="flux.yaml: lr_schedule"):
         train.split_model_config({"lr_schedule": [[5, 1.0], [3, 0.1]]}, "flux.yaml")
