@@ -99,3 +99,8 @@ def test_stopped_run_keeps_the_models_already_measured(tmp_path, monkeypatch):
         main(["--reduced", "--out", str(out), "--steps", "6", "--probe-steps", "5", "--full-steps", "11"])
     table = pd.read_csv(out.with_suffix(".csv"))
     assert set(table.model) == {MODEL_ORDER[0]} and MODEL_ORDER[0] in out.read_text()
+
+
+def test_empty_model_list_is_refused(tmp_path):
+    with pytest.raises(SystemExit, match="--models names no model"):
+        main(["--reduced", "--models", " , ", "--out", str(tmp_path / "r.md")])

@@ -594,6 +594,9 @@ def main(argv=None) -> list[ModelResult]:
 def _run(args, device: torch.device, dtype: torch.dtype, started: float) -> list[ModelResult]:
     budget = args.budget_s if args.budget_s is not None else (60.0 if args.reduced else DEFAULT_BUDGET_S)
     names = [n.strip() for n in args.models.split(",") if n.strip()]
+    if not names:
+        raise SystemExit(f"--models names no model; give comma-separated spec names ({', '.join(MODEL_ORDER)}) "
+                         "or paths to spec files")
     specs = [load_spec(n, reduced=args.reduced) for n in names]
     full_steps = [int(s) for s in args.full_steps.split(",") if s.strip()]
     probe_steps = args.probe_steps or (6 if args.reduced else 10)
@@ -619,9 +622,8 @@ def _run(args, device: torch.device, dtype: torch.dtype, started: float) -> list
             results.append(failed)
             gc.collect()
             torch.cuda.empty_cache()
-        _write(results, args, device, dtype, started)  # after each model: a stopped run keeps the models done
+        elapsed = _write(results, args, device, dtype, started)  # after each model: a stopped run keeps them
 
-    elapsed = _write(results, args, device, dtype, started)
     print(f"wrote {args.out} and {args.out.with_suffix('.csv')} in {elapsed:.0f} s", flush=True)
     return results
 

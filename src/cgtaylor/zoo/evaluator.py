@@ -141,9 +141,6 @@ def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
     return float(((mu1 - mu2) ** 2).sum() + np.trace(s1) + np.trace(s2) - 2 * np.trace(covmean))
 
 
-# ----------------------------------------------------------------------------------------------------
-# Training and loading the classifier
-# ----------------------------------------------------------------------------------------------------
 def wilson_interval(accuracy: float, n: int, z: float = 1.959964) -> tuple[float, float]:
     """95% Wilson score interval of a proportion measured as ``accuracy`` on ``n`` independent samples."""
     if n <= 0:
@@ -153,6 +150,9 @@ def wilson_interval(accuracy: float, n: int, z: float = 1.959964) -> tuple[float
     return float(max(0.0, centre - half)), float(min(1.0, centre + half))
 
 
+# ----------------------------------------------------------------------------------------------------
+# Training and loading the classifier
+# ----------------------------------------------------------------------------------------------------
 def _augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     """Real 16x16 digits -> placed at random on a 32x32 canvas and re-cropped by centre of mass (half the
     batch), with random contrast and light noise, so the CNN sees what ``crop_digit`` gives it."""

@@ -109,9 +109,8 @@ def split_model_config(config: dict[str, Any], where: str) -> tuple[dict[str, An
     """A model's training config (conf/zoo/<name>.yaml) as (recipe, run options for ``train``); an unknown
     field raises a ValueError that names it and ``where`` it was found."""
     _reject_unknown_fields(config, [*RECIPE_DEFAULTS, *RUN_FIELDS], where)
-    check_lr_schedule(config.get("lr_schedule", ()), where)
     run = {k: v for k, v in config.items() if k in RUN_FIELDS}
-    return dict(RECIPE_DEFAULTS, **{k: v for k, v in config.items() if k not in RUN_FIELDS}), run
+    return recipe_from({k: v for k, v in config.items() if k not in RUN_FIELDS}, where), run
 
 
 def learning_rate(step: int, recipe: dict[str, Any]) -> float:
