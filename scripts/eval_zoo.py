@@ -30,7 +30,7 @@ import torch  # noqa: E402
 
 from cgtaylor import zoo  # noqa: E402
 from cgtaylor.io import atomic_write_text  # noqa: E402
-from cgtaylor.zoo import data, evaluator, train  # noqa: E402
+from cgtaylor.zoo import data, evaluator, models, train  # noqa: E402
 
 BARS = {  # metric -> minimum, per model (from the zoo's quality bar)
     "dit-digits": {"digit_accuracy": 0.90},
@@ -58,9 +58,10 @@ def time_sampling(model, steps, batch, repeats):
     return ts
 
 
-def time_training_steps(name, threads, warmup=2, timed=4):
-    """Seconds per training step of a freshly initialised ``name`` under its recipe (conf/zoo), at the torch
-    thread count its run used: what a from-scratch retrain of the recorded steps costs here."""
+def time_training_steps(name, threads, steps, warmup=2, timed=4):
+    """What a from-scratch retrain of ``steps`` steps of ``name``'s recipe (conf/zoo) costs here, at the torch thread
+    count its run used: seconds per step of a freshly initialised model (and per guidance-distillation step, which
+    also runs the teacher, where the recipe distils) and the minutes that makes."""
     from omegaconf import OmegaConf
 
     from cgtaylor.zoo import models
@@ -75,12 +76,22 @@ def time_training_steps(name, threads, warmup=2, timed=4):
         params = train.parameters(model)
         opt = train.new_optimiser(params, recipe["lr"])
         ema = [p.detach().clone() for p in params]
-        times = []
-        for step in range(warmup + timed):
-            start = time.perf_counter()
-            train.optimisation_step(model, params, opt, ema, step, recipe)
-            times.append(time.perf_counter() - start)
-        return statistics.median(times[warmup:])
+
+        def seconds_per_step(recipe, teacher=None):
+            times = []
+            for step in range(warmup + timed):
+                start = time.perf_counter()
+                train.optimisation_step(model, params, opt, ema, step, recipe, teacher)
+                times.append(time.perf_counter() - start)
+            return statistics.median(times[warmup:])
+
+        start = recipe["guidance_distillation_from_step"]
+        plain = seconds_per_step(dict(recipe, guidance_distillation_from_step=None))
+        if start is None or start >= steps:
+            return {"threads": threads, "seconds_per_step": plain, "minutes_estimate": plain * steps / 60}
+        distil = seconds_per_step(dict(recipe, guidance_distillation_from_step=0), train.frozen_copy(model, ema))
+        return {"threads": threads, "seconds_per_step": plain, "seconds_per_distillation_step": distil,
+                "minutes_estimate": (plain * start + distil * (steps - start)) / 60}
     finally:
         torch.set_num_threads(previous)
 
@@ -194,13 +205,12 @@ def main():
         speed = {"batch": batch, "steps": args.steps, "seconds_median": statistics.median(ts), "seconds_all": ts,
                  "bar_seconds": limit, "met": statistics.median(ts) <= limit}
         train_threads = int(m.meta.get("training", {}).get("threads", 1))
-        step_seconds = time_training_steps(name, train_threads)
+        retrain = time_training_steps(name, train_threads, m.meta.get("training", {}).get("steps", 0))
         report["models"][name] = {"class": type(m.transformer).__name__, "num_blocks": m.num_blocks,
                                   "params_M": round(sum(p.numel() for p in m.transformer.parameters()) / 1e6, 3),
                                   "sampler": m.sampler_defaults, "training": m.meta.get("training", {}),
                                   "metrics": metrics, "bars": bars, "speed": speed,
-                                  "retrain": {"threads": train_threads, "seconds_per_step": step_seconds,
-                                              "minutes_estimate": step_seconds * m.meta.get("training", {}).get("steps", 0) / 60}}
+                                  "retrain": retrain}
         print(f"[{name}] {metrics} speed {speed['seconds_median']:.2f}s", flush=True)
         short = name.split("-")[0]
         fig = out / "figures" / f"zoo_{short}_samples.png"
@@ -222,8 +232,12 @@ def main():
 
 
 def _retrain(model_report, key, digits):
-    value = model_report.get("retrain", {}).get(key)
-    return "-" if value is None else f"{value:.{digits}f}"
+    retrain = model_report.get("retrain", {})
+    value = retrain.get(key)
+    text = "-" if value is None else f"{value:.{digits}f}"
+    if key == "seconds_per_step" and retrain.get("seconds_per_distillation_step") is not None:
+        text += f" (distillation {retrain['seconds_per_distillation_step']:.{digits}f})"
+    return text
 
 
 def _f(v, d=3):
@@ -245,7 +259,7 @@ def render(r, args) -> str:
          "| model | stands in for | diffusers class | blocks | params (M) | sampler | training steps | batch | train minutes (recorded) | s / training step here | retrain here (min) | final loss |",
          "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     stand = {"dit-digits": "DiT-XL/2", "flux-digits": "FLUX.1-dev", "wan-digits": "Wan2.1"}
-    samp = {"dit-digits": "DDIM, batch-doubled CFG", "flux-digits": "flow-match Euler, guidance-embedded, no CFG",
+    samp = {"dit-digits": "DDIM, batch-doubled CFG", "flux-digits": "flow-match Euler, guidance-embedded (distilled), no CFG",
             "wan-digits": "flow-match Euler, cond/uncond CFG"}
     for n, m in r["models"].items():
         t = m["training"]
@@ -286,7 +300,10 @@ def render(r, args) -> str:
           "wan-digits, over videos: frames of one video are not independent); *met* compares the measured value with "
           "the bar. The last column scores real held-out digits built into "
           "the same kind of image/scene/video with the same checks; for dit-digits it is the held-out set itself, so its "
-          "classifier Fréchet distance is 0 by construction.", "",
+          "classifier Fréchet distance is 0 by construction. Guidance (wan-digits' classifier-free guidance, "
+          "flux-digits' distilled guidance) draws bolder, fully saturated strokes than the real digits' soft grey "
+          "levels: it buys conditional accuracy and costs distribution fidelity, which shows as classifier Fréchet "
+          "distances far above those of the real digits in the same scenes.", "",
           "## Speed (full compute, median of repeats after a warm-up call)", "",
           "| model | batch | steps | transformer calls / step | torch threads | seconds (median) | all repeats | bar | met | measured at (UTC) |",
           "|---|---|---|---|---|---|---|---|---|---|"]
@@ -311,7 +328,8 @@ def render(r, args) -> str:
           "trained in stages resumed from checkpoints: dit-digits in one run on a CPU shared with other jobs; "
           "flux-digits and wan-digits first on that shared CPU, then continued on the idle machine, two runs in "
           "parallel with one torch thread each (on this 2-core virtual machine one thread per process trained "
-          "faster than two threads in one process); flux-digits' last stage is its learning-rate cool-down. "
+          "faster than two threads in one process); flux-digits' last stages are a learning-rate cool-down, caption dropout "
+          "and guidance distillation (below). "
           "Each model's JSON (`src/cgtaylor/zoo/weights/<name>.json`) "
           "records the steps, the recorded minutes and the thread count; checkpoints go to `checkpoints/zoo/` "
           "(not shipped).", "",
@@ -325,6 +343,20 @@ def render(r, args) -> str:
         t = m["training"]
         if t.get("sigma_shift", 1.0) != 1.0:
             L.append(f"- {n}: shift {t['sigma_shift']:g} from step {t['sigma_shift_from_step']} of {t['steps']}")
+    distilled = [(n, m["training"]) for n, m in r["models"].items()
+                 if m["training"].get("guidance_distillation_from_step") is not None]
+    if distilled:
+        L += ["", "Guidance distillation, as FLUX.1-dev was made (`guidance_distillation_from_step` in `conf/zoo/`): "
+              "the model first learned a null caption (captions dropped at rate `label_dropout` from "
+              "`label_dropout_from_step` on); then a frozen copy of its EMA weights served as a teacher sampled "
+              "with classifier-free guidance, and the model learned to give the teacher's guided velocity at "
+              "strength w in one call, w entering through FLUX's guidance embedding and drawn per sample from "
+              "`guidance_range`. Sampling passes the strength as `guidance`, still one transformer call per step:", ""]
+        for n, t in distilled:
+            lo, hi = t["guidance_range"]
+            L.append(f"- {n}: captions dropped at {t['label_dropout']:g} from step {t['label_dropout_from_step']}, "
+                     f"distilled from step {t['guidance_distillation_from_step']} with w in [{lo:g}, {hi:g}]; "
+                     f"sampled at guidance {models.SAMPLER_DEFAULTS[models.NAME_KIND[n]]['guidance']:g}")
     schedules = [(n, m["training"], train.lr_knots(m["training"])) for n, m in r["models"].items()]
     schedules = [(n, t, knots) for n, t, knots in schedules if knots]
     if schedules:

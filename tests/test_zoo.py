@@ -308,6 +308,69 @@ def test_sigma_shift_applies_from_its_step_on(monkeypatch):
     assert shifts == [1.0, 1.0, 3.0, 3.0]
 
 
+def test_caption_dropout_applies_from_its_step_on(monkeypatch):
+    dropouts = []
+    real = train.training_loss
+
+    def spy(*args, label_dropout=0.1, **kwargs):
+        dropouts.append(label_dropout)
+        return real(*args, label_dropout=label_dropout, **kwargs)
+
+    monkeypatch.setattr(train, "training_loss", spy)
+    train.train(zoo.tiny("flux-digits"), max_steps=3, batch_size=2, warmup=1, progress=False, label_dropout=0.5,
+                label_dropout_from_step=1)
+    assert dropouts == [0.0, 0.5, 0.5]
+
+
+def test_guidance_distillation_target_is_the_teachers_guided_velocity():
+    model = zoo.tiny("flux-digits")
+    teacher = train.frozen_copy(model, [p.detach() for p in train.parameters(model)])
+    x, conds = data.sample_batch("flux", 3, torch.Generator().manual_seed(0))
+
+    def loss(lo, hi, teacher_guidance):
+        with torch.no_grad():
+            return float(train.guidance_distillation_loss(model, teacher, x, conds, torch.Generator().manual_seed(1),
+                                                          (lo, hi), teacher_guidance=teacher_guidance))
+
+    # at strength 1 the guided velocity is the conditional one: a student equal to its teacher matches it exactly
+    assert loss(1.0, 1.0, 1.0) < 1e-10
+    assert loss(3.0, 3.0, 3.0) > 1e-6 and loss(0.0, 0.0, 0.0) > 1e-6
+    assert all(not p.requires_grad for p in train.parameters(teacher))
+    with pytest.raises(ValueError, match="guidance-embedded"):
+        dit = zoo.tiny("dit-digits")
+        train.guidance_distillation_loss(dit, dit, *data.sample_batch("dit", 2, torch.Generator()), torch.Generator())
+
+
+def test_guidance_distillation_resumes_with_its_frozen_teacher(tmp_path):
+    recipe = dict(batch_size=2, warmup=1, label_dropout=0.5, guidance_distillation_from_step=2,
+                  guidance_range=[1.0, 4.0])
+    a = zoo.tiny("flux-digits")
+    info = train.train(a, max_steps=4, progress=False, **recipe)
+    assert info["guidance_distillation_from_step"] == 2
+    b = zoo.tiny("flux-digits")
+    train.train(b, max_steps=3, progress=False, checkpoint_dir=tmp_path, checkpoint_every=1, **recipe)
+    assert torch.load(tmp_path / "checkpoint.pt", weights_only=False)["teacher"] is not None
+    c = zoo.tiny("flux-digits", seed=5)
+    train.train(c, max_steps=4, progress=False, checkpoint_dir=tmp_path, **recipe)
+    for p, q in zip(train.parameters(a), train.parameters(c)):
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
+    st = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
+    st["teacher"] = None
+    torch.save(st, tmp_path / "checkpoint.pt")
+    with pytest.raises(ValueError, match="without its teacher"):
+        train.train(zoo.tiny("flux-digits"), max_steps=5, progress=False, checkpoint_dir=tmp_path, **recipe)
+
+
+def test_guidance_distillation_fields_are_checked_by_name():
+    for bad in (-1, 2.5, True):
+        with pytest.raises(ValueError, match="guidance_distillation_from_step must be null or a step"):
+            train.recipe_from({"guidance_distillation_from_step": bad})
+    for bad in ([3.0, 1.0], [-1.0, 2.0], [1.0], "wide"):
+        with pytest.raises(ValueError, match=r"guidance_range must be a \[low, high\] pair"):
+            train.recipe_from({"guidance_range": bad})
+    assert train.recipe_from({"guidance_range": [1, 4]})["guidance_range"] == [1, 4]
+
+
 def test_learning_rate_warms_up_then_follows_the_schedule_knots():
     r = train.recipe_from(dict(lr=1e-3, warmup=10, lr_schedule=[[100, 1.0], [150, 0.2], [170, 0.2], [190, 0.02]]))
     lr = [train.learning_rate(k, r) for k in range(250)]

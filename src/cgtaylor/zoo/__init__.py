@@ -4,7 +4,7 @@
 
 - ``"dit-digits"``  (DiT-XL/2 stand-in): ``model([3, 7], num_inference_steps=50, seed=0, guidance_scale=1.5)``
   -> (B, 1, 16, 16) images.
-- ``"flux-digits"`` (FLUX.1-dev stand-in): ``model(["a red 3 in the top left"], guidance=3.5)``
+- ``"flux-digits"`` (FLUX.1-dev stand-in): ``model(["a red 3 in the top left"], guidance=1.5)``
   -> (B, 3, 32, 32) images.
 - ``"wan-digits"``  (Wan2.1 stand-in): ``model(["a 3 moving left"], guidance_scale=5.0)``
   -> (B, 1, 8, 32, 32) videos.

@@ -7,6 +7,7 @@ training time, whichever comes first; the number of steps reached is recorded wi
 """
 from __future__ import annotations
 
+import copy
 import os
 import time
 from pathlib import Path
@@ -58,12 +59,8 @@ def training_loss(model: ZooModel, x01: torch.Tensor, conds: list, gen: torch.Ge
     xt = (1 - s) * x0 + s * noise
     target = noise - x0
     if model.kind == "flux":
-        caps = [flux_caption(*c) for c in conds]
-        seq, pooled = model.text_encoder(tokenize(caps))
-        img_ids, txt_ids = flux_ids(data.CANVAS, data.CANVAS, seq.shape[1])
-        pred = t(hidden_states=pack(xt), timestep=sigma, guidance=torch.full((b,), guidance),
-                 pooled_projections=pooled, encoder_hidden_states=seq, txt_ids=txt_ids, img_ids=img_ids,
-                 return_dict=False)[0]
+        caps = ["" if d else flux_caption(*c) for c, d in zip(conds, drop.tolist())]
+        pred = flux_velocity(model, pack(xt), sigma, caps, torch.full((b,), guidance))
         return F.mse_loss(pred, pack(target))
     if model.kind == "wan":
         caps = ["" if d else wan_caption(*c) for c, d in zip(conds, drop.tolist())]
@@ -71,6 +68,53 @@ def training_loss(model: ZooModel, x01: torch.Tensor, conds: list, gen: torch.Ge
         pred = t(hidden_states=xt, timestep=sigma * 1000, encoder_hidden_states=seq, return_dict=False)[0]
         return F.mse_loss(pred, target)
     raise ValueError(model.kind)
+
+
+def flux_velocity(model: ZooModel, packed_xt: torch.Tensor, sigma: torch.Tensor, captions: list[str],
+                  guidance: torch.Tensor) -> torch.Tensor:
+    """The flux transformer's packed velocity at noise levels ``sigma`` for ``captions`` ("" is the null caption)."""
+    seq, pooled = model.text_encoder(tokenize(captions))
+    img_ids, txt_ids = flux_ids(data.CANVAS, data.CANVAS, seq.shape[1])
+    return model.transformer(hidden_states=packed_xt, timestep=sigma, guidance=guidance, pooled_projections=pooled,
+                             encoder_hidden_states=seq, txt_ids=txt_ids, img_ids=img_ids, return_dict=False)[0]
+
+
+def guidance_distillation_loss(student: ZooModel, teacher: ZooModel, x01: torch.Tensor, conds: list,
+                               gen: torch.Generator, guidance_range=(1.0, 5.0), teacher_guidance: float = 3.5,
+                               sigma_shift: float = 1.0) -> torch.Tensor:
+    """Guidance distillation as FLUX.1-dev was made: the student, given a guidance strength ``w`` through its
+    guidance embedding, learns the teacher's classifier-free guided velocity ``v(null) + w (v(caption) - v(null))``
+    in one call. ``w`` is drawn uniformly from ``guidance_range`` per sample; the teacher (trained with caption
+    dropout) sees the constant guidance input it was trained with."""
+    if student.kind != "flux":
+        raise ValueError(f"guidance distillation needs a guidance-embedded model (flux); got {student.kind!r}")
+    x0 = x01 * 2 - 1
+    b = x0.shape[0]
+    noise = torch.randn(x0.shape, generator=gen)
+    sigma = flow_sigmas(b, gen, sigma_shift)
+    s = sigma.view(b, 1, 1, 1)
+    xt = pack((1 - s) * x0 + s * noise)
+    lo, hi = guidance_range
+    w = lo + (hi - lo) * torch.rand(b, generator=gen)
+    caps = [flux_caption(*c) for c in conds]
+    with torch.no_grad():
+        v = flux_velocity(teacher, torch.cat([xt, xt]), torch.cat([sigma, sigma]), caps + [""] * b,
+                          torch.full((2 * b,), teacher_guidance))
+        v_cond, v_null = v.chunk(2)
+        target = v_null + w.view(b, 1, 1) * (v_cond - v_null)
+    return F.mse_loss(flux_velocity(student, xt, sigma, caps, w), target)
+
+
+def frozen_copy(model: ZooModel, weights: list[torch.Tensor]) -> ZooModel:
+    """A copy of ``model`` holding ``weights`` (in ``parameters`` order), in eval mode, without gradients."""
+    twin = copy.deepcopy(model)
+    with torch.no_grad():
+        for p, w in zip(parameters(twin), weights):
+            p.copy_(w)
+            p.requires_grad_(False)
+    for mod in twin.modules().values():
+        mod.eval()
+    return twin
 
 
 def _disable_internal_label_dropout(model: ZooModel) -> None:
@@ -85,8 +129,8 @@ def parameters(model: ZooModel) -> list[torch.nn.Parameter]:
 
 # A recipe: everything that decides which update step ``k`` makes (``scripts/train_zoo.py`` reads it from conf/zoo).
 RECIPE_DEFAULTS = dict(seed=0, batch_size=32, lr=1e-3, warmup=200, grad_clip=1.0, ema_decay=0.999,
-                       label_dropout=0.1, sigma_shift=1.0, sigma_shift_from_step=0,
-                       lr_schedule=())
+                       label_dropout=0.1, label_dropout_from_step=0, sigma_shift=1.0, sigma_shift_from_step=0,
+                       lr_schedule=(), guidance_distillation_from_step=None, guidance_range=(1.0, 5.0))
 
 
 def _reject_unknown_fields(values: dict[str, Any], accepted: list[str], where: str) -> None:
@@ -99,7 +143,28 @@ def recipe_from(values: dict[str, Any], where: str = "recipe") -> dict[str, Any]
     """``RECIPE_DEFAULTS`` updated by ``values``; an unknown key raises a ValueError that names it."""
     _reject_unknown_fields(values, list(RECIPE_DEFAULTS), where)
     check_lr_schedule(values.get("lr_schedule", ()), where)
+    check_guidance_distillation(values, where)
     return dict(RECIPE_DEFAULTS, **values)
+
+
+def check_guidance_distillation(values: dict[str, Any], where: str = "recipe") -> None:
+    """ValueErrors naming ``guidance_distillation_from_step`` or ``guidance_range`` unless they are a step (or null)
+    and a ``[low, high]`` pair with ``0 <= low <= high``."""
+    start = values.get("guidance_distillation_from_step")
+    if start is not None and (isinstance(start, bool) or not isinstance(start, int) or start < 0):
+        raise ValueError(f"{where}: guidance_distillation_from_step must be null or a step >= 0, got {start!r}")
+    rng = values.get("guidance_range", RECIPE_DEFAULTS["guidance_range"])
+    try:
+        lo, hi = (float(v) for v in rng)
+    except (TypeError, ValueError):
+        lo, hi = -1.0, -2.0
+    if not 0 <= lo <= hi:
+        raise ValueError(f"{where}: guidance_range must be a [low, high] pair with 0 <= low <= high, got {rng!r}")
+
+
+def distils_guidance(step: int, recipe: dict[str, Any]) -> bool:
+    start = recipe["guidance_distillation_from_step"]
+    return start is not None and step >= start
 
 
 RUN_FIELDS = ("max_steps", "max_minutes", "checkpoint_every")  # when to stop and save, not what a step does
@@ -152,16 +217,25 @@ def check_lr_schedule(knots, where: str = "recipe") -> None:
 
 
 def optimisation_step(model: ZooModel, params: list, opt: torch.optim.Optimizer, ema: list, step: int,
-                      recipe: dict[str, Any]) -> float:
+                      recipe: dict[str, Any], teacher: ZooModel | None = None) -> float:
     """Step ``step`` of a recipe (see ``RECIPE_DEFAULTS``; missing keys take their defaults): batch and noise
-    from ``(seed, step)``, learning rate from ``learning_rate``, clipped AdamW update, EMA update. Returns the loss."""
+    from ``(seed, step)``, learning rate from ``learning_rate``, clipped AdamW update, EMA update. Returns the loss.
+
+    From ``guidance_distillation_from_step`` on, the loss is ``guidance_distillation_loss`` against ``teacher``."""
     r = recipe_from(recipe)
     gen = step_generator(r["seed"], step)
     x, conds = data.sample_batch(model.kind, r["batch_size"], gen)
     for g in opt.param_groups:
         g["lr"] = learning_rate(step, r)
     shift = r["sigma_shift"] if step >= r["sigma_shift_from_step"] else 1.0
-    loss = training_loss(model, x, conds, gen, label_dropout=r["label_dropout"], sigma_shift=shift)
+    if distils_guidance(step, r):
+        if teacher is None:
+            raise ValueError(f"step {step} distils guidance (guidance_distillation_from_step="
+                             f"{r['guidance_distillation_from_step']}) but no teacher was given")
+        loss = guidance_distillation_loss(model, teacher, x, conds, gen, r["guidance_range"], sigma_shift=shift)
+    else:
+        dropout = r["label_dropout"] if step >= r["label_dropout_from_step"] else 0.0
+        loss = training_loss(model, x, conds, gen, label_dropout=dropout, sigma_shift=shift)
     opt.zero_grad(set_to_none=True)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(params, r["grad_clip"])
@@ -184,7 +258,9 @@ def train(model: ZooModel, *, max_steps: int = 100_000, max_minutes: float = 10.
     hold the EMA weights. Returns training info: the full recipe, the steps reached and why training stopped.
 
     Flow-matching noise levels are shifted by ``sigma_shift`` from step ``sigma_shift_from_step`` on
-    (see ``flow_sigmas``); the steps before it use the plain logit-normal."""
+    (see ``flow_sigmas``); the steps before it use the plain logit-normal. Captions are dropped (``label_dropout``)
+    from step ``label_dropout_from_step`` on. From ``guidance_distillation_from_step`` on, the model learns the
+    guided velocity of a frozen teacher, the EMA weights at that step, kept in the checkpoint."""
     from tqdm import tqdm
 
     _disable_internal_label_dropout(model)
@@ -194,7 +270,7 @@ def train(model: ZooModel, *, max_steps: int = 100_000, max_minutes: float = 10.
     recipe = recipe_from(recipe, "train()")
     opt = new_optimiser(params, recipe["lr"], weight_decay)
     ema = [p.detach().clone() for p in params]
-    step, elapsed, losses = 0, 0.0, []
+    step, elapsed, losses, teacher = 0, 0.0, [], None
     ckpt = Path(checkpoint_dir) / "checkpoint.pt" if checkpoint_dir else None
     if ckpt is not None and ckpt.exists():
         st = torch.load(ckpt, weights_only=False)
@@ -204,6 +280,8 @@ def train(model: ZooModel, *, max_steps: int = 100_000, max_minutes: float = 10.
             e.copy_(v)
         opt.load_state_dict(st["opt"])
         step, elapsed, losses = st["step"], st["elapsed"], st["losses"]
+        if st.get("teacher") is not None:
+            teacher = frozen_copy(model, st["teacher"])
         print(f"[{model.name}] resumed at step {step} ({elapsed / 60:.1f} min)", flush=True)
     budget = max_minutes * 60
     bar = tqdm(total=max_steps, initial=step, desc=model.name, disable=not progress, mininterval=5,
@@ -213,14 +291,20 @@ def train(model: ZooModel, *, max_steps: int = 100_000, max_minutes: float = 10.
     def save_ckpt():
         if ckpt is not None:
             atomic_torch_save(dict(params=[p.detach() for p in params], ema=ema, opt=opt.state_dict(), step=step,
-                                   elapsed=time.perf_counter() - t0, losses=losses), ckpt)
+                                   elapsed=time.perf_counter() - t0, losses=losses,
+                                   teacher=None if teacher is None else parameters(teacher)), ckpt)
 
     stop_reason = "max_steps"
     while step < max_steps:
         if time.perf_counter() - t0 >= budget:
             stop_reason = "max_minutes"
             break
-        losses.append(optimisation_step(model, params, opt, ema, step, recipe))
+        if teacher is None and distils_guidance(step, recipe):
+            if step > recipe["guidance_distillation_from_step"]:
+                raise ValueError(f"resumed at step {step}, past guidance_distillation_from_step="
+                                 f"{recipe['guidance_distillation_from_step']}, from a checkpoint without its teacher")
+            teacher = frozen_copy(model, ema)  # the EMA weights when distillation starts, frozen
+        losses.append(optimisation_step(model, params, opt, ema, step, recipe, teacher))
         step += 1
         bar.update(1)
         if step % log_every == 0:
