@@ -44,7 +44,8 @@ CONF_DIR = Path(__file__).resolve().parents[3] / "conf" / "real_scale"
 MODEL_ORDER = ("dit-xl-2-256", "flux1-dev", "wan2.1-t2v-1.3b")  # cheapest first: the budget favours finishing
 PAPER_FULL_STEPS = (23, 15, 13, 11)  # FLUX rows of the paper, full steps out of 50
 # Full steps of 50 that the zoo's CG-Taylor runs calibrated for 2x and 3x compute (results/tables/table_*.md:
-# DiT 27/16, FLUX 25/16, Wan 26/15), so the real-scale speedup of those schedules can be read off too.
+# DiT 27/16, FLUX 25/16 before flux-digits was guidance-distilled and 25/15 since, Wan 26/15), so the real-scale
+# speedup of those schedules can be read off too.
 ZOO_FULL_STEPS = (25, 16, 27)
 DEFAULT_BUDGET_S = 420.0
 
