@@ -64,8 +64,6 @@ def time_training_steps(name, threads, steps, warmup=2, timed=4):
     also runs the teacher, where the recipe distils) and the minutes that makes."""
     from omegaconf import OmegaConf
 
-    from cgtaylor.zoo import models
-
     path = ROOT / "conf" / "zoo" / f"{name}.yaml"
     recipe, _ = train.split_model_config(OmegaConf.to_container(OmegaConf.load(path)), str(path))
     previous = torch.get_num_threads()

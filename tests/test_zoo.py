@@ -294,32 +294,20 @@ def test_flow_sigmas_shift_moves_training_towards_noise():
     assert torch.all(shifted >= plain)
 
 
-def test_sigma_shift_applies_from_its_step_on(monkeypatch):
-    shifts = []
+@pytest.mark.parametrize("name, field, value, off", [("wan-digits", "sigma_shift", 3.0, 1.0),
+                                                     ("flux-digits", "label_dropout", 0.5, 0.0)])
+def test_step_dependent_fields_apply_from_their_step_on(monkeypatch, name, field, value, off):
+    seen = []
     real = train.training_loss
 
-    def spy(*args, sigma_shift=1.0, **kwargs):
-        shifts.append(sigma_shift)
-        return real(*args, sigma_shift=sigma_shift, **kwargs)
+    def spy(*args, **kwargs):
+        seen.append(kwargs[field])
+        return real(*args, **kwargs)
 
     monkeypatch.setattr(train, "training_loss", spy)
-    train.train(zoo.tiny("wan-digits"), max_steps=4, batch_size=2, warmup=1, progress=False, sigma_shift=3.0,
-                sigma_shift_from_step=2)
-    assert shifts == [1.0, 1.0, 3.0, 3.0]
-
-
-def test_caption_dropout_applies_from_its_step_on(monkeypatch):
-    dropouts = []
-    real = train.training_loss
-
-    def spy(*args, label_dropout=0.1, **kwargs):
-        dropouts.append(label_dropout)
-        return real(*args, label_dropout=label_dropout, **kwargs)
-
-    monkeypatch.setattr(train, "training_loss", spy)
-    train.train(zoo.tiny("flux-digits"), max_steps=3, batch_size=2, warmup=1, progress=False, label_dropout=0.5,
-                label_dropout_from_step=1)
-    assert dropouts == [0.0, 0.5, 0.5]
+    train.train(zoo.tiny(name), max_steps=4, batch_size=2, warmup=1, progress=False,
+                **{field: value, f"{field}_from_step": 2})
+    assert seen == [off, off, value, value]
 
 
 def test_guidance_distillation_target_is_the_teachers_guided_velocity():
