@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Rebuild results/ from the shipped demo models: experiment tables, zoo quality, flux-digits' guidance sweep,
 # calibration, then every notebook through papermill. Installs what it needs into .venv on first use.
-#   bash scripts/reproduce_all.sh            default profile (under an hour from nothing on a 2-core CPU)
+#   bash scripts/reproduce_all.sh            default profile (about an hour from nothing on a 2-core CPU)
 #   bash scripts/reproduce_all.sh --full     more conditions and seeds, every sweep point
 #   bash scripts/reproduce_all.sh --quick    a smoke run of the whole chain (minutes), into results-quick/
 # A stopped run resumes: finished table rows, cached references and executed notebooks are kept.
