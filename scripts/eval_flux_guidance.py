@@ -37,8 +37,7 @@ CHOICE_RULE = "the smallest strength whose digit accuracy is within 0.01 of the 
 
 def measure(model, guidance: float, n: int) -> dict:
     conds = model.default_conditions(n, seed=CONDITION_SEED)
-    samples = torch.cat([model(conds[i:i + BATCH], num_inference_steps=50, seed=NOISE_SEED + i, guidance=guidance)
-                         for i in range(0, n, BATCH)])
+    samples = model.sample_in_batches(conds, BATCH, seed=NOISE_SEED, guidance=guidance)
     metrics = evaluator.evaluate(NAME, samples, conds)
     low, high = evaluator.wilson_interval(metrics["digit_accuracy"], n)
     return {"guidance": guidance, "n": n, "digit_accuracy": metrics["digit_accuracy"], "digit_low": low,

@@ -40,13 +40,6 @@ BARS = {  # metric -> minimum, per model (from the zoo's quality bar)
 SPEED = {"dit-digits": (16, 20.0), "flux-digits": (16, 20.0), "wan-digits": (4, 40.0)}  # batch, max seconds
 
 
-def sample_many(model, conds, steps, batch, seed):
-    outs = []
-    for i in range(0, len(conds), batch):
-        outs.append(model(conds[i:i + batch], num_inference_steps=steps, seed=seed + i))
-    return torch.cat(outs)
-
-
 def time_sampling(model, steps, batch, repeats):
     conds = model.default_conditions(batch, seed=123)
     model(conds, num_inference_steps=2, seed=0)  # warm-up (same shapes as the timed calls)
@@ -197,7 +190,7 @@ def main():
         ts = time_sampling(m, args.steps, batch, args.repeats)
         print(f"[{name}] sampling {n} for quality ...", flush=True)
         conds = m.default_conditions(n, seed=0)
-        x = sample_many(m, conds, args.steps, batch, seed=1000)
+        x = m.sample_in_batches(conds, batch, seed=1000, num_inference_steps=args.steps)
         metrics = evaluator.evaluate(name, x, conds, ev_dir)
         bars = {k: {"bar": v, "measured": metrics[k], "met": metrics[k] >= v} for k, v in BARS[name].items()}
         speed = {"batch": batch, "steps": args.steps, "seconds_median": statistics.median(ts), "seconds_all": ts,

@@ -135,6 +135,14 @@ def test_bad_conditions_raise(tiny_models):
         tiny_models["dit-digits"]([1], num_inference_steps=1, guidance=3.0)
 
 
+def test_sampling_in_batches_seeds_each_batch_by_its_offset(tiny_models):
+    m = tiny_models["flux-digits"]
+    conds = m.default_conditions(3)
+    got = m.sample_in_batches(conds, 2, seed=40, num_inference_steps=2, guidance=2.0)
+    want = torch.cat([m(conds[:2], 2, seed=40, guidance=2.0), m(conds[2:], 2, seed=42, guidance=2.0)])
+    torch.testing.assert_close(got, want)
+
+
 def test_caption_grammar_round_trip():
     for d in range(10):
         for c in data.COLOURS:

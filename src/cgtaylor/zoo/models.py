@@ -292,6 +292,13 @@ class ZooModel:
             reset_hooks(self.transformer)
         return ((out.float() + 1) / 2).clamp(0, 1)
 
+    def sample_in_batches(self, conditions: Sequence, batch_size: int, seed: int, num_inference_steps: int = 50,
+                          **kwargs) -> torch.Tensor:
+        """``self(...)`` over ``conditions`` in batches of ``batch_size``; the batch starting at condition ``i`` is
+        seeded ``seed + i``, so a sample does not depend on how many conditions follow it."""
+        return torch.cat([self(conditions[i:i + batch_size], num_inference_steps, seed + i, **kwargs)
+                          for i in range(0, len(conditions), batch_size)])
+
     def _sample(self, conds, n, gen, **opts) -> torch.Tensor:
         raise NotImplementedError
 

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from ..io import atomic_torch_save
 from . import data
-from .models import (NULL_LABEL, ZooModel, flux_caption, flux_ids, pack, tokenize, wan_caption)
+from .models import (NULL_LABEL, ZooModel, flux_caption, flux_ids, pack, wan_caption)
 
 
 def step_generator(seed: int, step: int) -> torch.Generator:
@@ -64,7 +64,7 @@ def training_loss(model: ZooModel, x01: torch.Tensor, conds: list, gen: torch.Ge
         return F.mse_loss(pred, pack(target))
     if model.kind == "wan":
         caps = ["" if d else wan_caption(*c) for c, d in zip(conds, drop.tolist())]
-        seq = model.text_encoder(tokenize(caps))[0]
+        seq = model.encode(caps)
         pred = t(hidden_states=xt, timestep=sigma * 1000, encoder_hidden_states=seq, return_dict=False)[0]
         return F.mse_loss(pred, target)
     raise ValueError(model.kind)
@@ -73,7 +73,7 @@ def training_loss(model: ZooModel, x01: torch.Tensor, conds: list, gen: torch.Ge
 def flux_velocity(model: ZooModel, packed_xt: torch.Tensor, sigma: torch.Tensor, captions: list[str],
                   guidance: torch.Tensor) -> torch.Tensor:
     """The flux transformer's packed velocity at noise levels ``sigma`` for ``captions`` ("" is the null caption)."""
-    seq, pooled = model.text_encoder(tokenize(captions))
+    seq, pooled = model.encode(captions)
     img_ids, txt_ids = flux_ids(data.CANVAS, data.CANVAS, seq.shape[1])
     return model.transformer(hidden_states=packed_xt, timestep=sigma, guidance=guidance, pooled_projections=pooled,
                              encoder_hidden_states=seq, txt_ids=txt_ids, img_ids=img_ids, return_dict=False)[0]
@@ -154,12 +154,13 @@ def check_guidance_distillation(values: dict[str, Any], where: str = "recipe") -
     if start is not None and (isinstance(start, bool) or not isinstance(start, int) or start < 0):
         raise ValueError(f"{where}: guidance_distillation_from_step must be null or a step >= 0, got {start!r}")
     rng = values.get("guidance_range", RECIPE_DEFAULTS["guidance_range"])
+    bad = ValueError(f"{where}: guidance_range must be a [low, high] pair with 0 <= low <= high, got {rng!r}")
     try:
         lo, hi = (float(v) for v in rng)
     except (TypeError, ValueError):
-        lo, hi = -1.0, -2.0
+        raise bad from None
     if not 0 <= lo <= hi:
-        raise ValueError(f"{where}: guidance_range must be a [low, high] pair with 0 <= low <= high, got {rng!r}")
+        raise bad
 
 
 def distils_guidance(step: int, recipe: dict[str, Any]) -> bool:
