@@ -225,6 +225,7 @@ class TeaCachePolicy:
     threshold: float = 0.1
     coefficients: list[float] = field(default_factory=lambda: [1.0, 0.0])  # numpy.polyval order (highest first)
     num_inference_steps: int | None = None
+    warmup_steps: int = 1  # TeaCache's ret_steps: the first steps are always computed
     calibrate: bool = False
     calibration: list = field(default_factory=list)  # (input change, output change) pairs seen while calibrating
 
@@ -238,7 +239,7 @@ class TeaCachePolicy:
         if self.calibrate:
             state.pending_input_change = change
             return True
-        if first or last or state.cached is None:
+        if first or last or state.cached is None or state.step < self.warmup_steps:
             state.accumulated = 0.0
             return True
         state.accumulated += float(np.polyval(self.coefficients, change))

@@ -4,31 +4,16 @@
 hooks (``AppliedMethod.remove()`` restores the plain model); ``make_generator(model, name, params)`` -> a
 :class:`MethodGenerator` that samples with it (``gen(conditions, seed)``) and runs the calibration a method needs.
 
-Methods (``METHOD_NAMES``) and their parameters:
-
-- ``full``: every block at every step.
-- ``fewer-steps``: ``speedup`` (steps = round(reference steps / speedup)) or ``steps``; the FLOPs-matched baseline.
-- ``fora``: ``interval``, ``warmup_steps``; fixed-interval reuse of the last block's output (every block skipped).
-- ``taylorseer``: diffusers ``TaylorSeerCacheConfig`` fields (``cache_interval``, ``max_order``,
-  ``disable_cache_before_step``, ``use_lite_mode``, ``cache_identifiers``, ``skip_predict_identifiers``,
-  ``taylor_factors_dtype`` as a string). Module patterns come from the model config, since diffusers' defaults match
-  nothing on DiT and Wan.
-- ``fbcache``: ``threshold`` (diffusers ``FirstBlockCacheConfig``).
-- ``magcache``: ``threshold``, ``max_skip_steps``, ``retention_ratio``, ``mag_ratios`` (diffusers
-  ``MagCacheConfig``; ``make_generator`` calibrates ``mag_ratios`` on the model with ``calibrate=True``).
-- ``teacache``: ``threshold``, ``coefficients`` (the project's implementation, :mod:`.hooks`; ``make_generator``
-  fits ``coefficients`` on a calibration run).
-- ``cg-taylor``: ``CGTaylorConfig`` fields plus ``probe_block`` (1-based block whose forecast error gates, default 1:
-  blocks before it always run; an ablation of where the gate measures).
-- ``cg-taylor-target``: ``cg-taylor`` whose threshold ``make_generator`` searches on calibration conditions for a
-  ``target_speedup`` or ``min_psnr`` (``cgtaylor.calibrate.calibrate_from_params``); then it runs as ``cg-taylor``.
+Methods and their parameters (types, ranges, warm-up and search knob) are declared in :mod:`.registry`;
+``apply_method`` checks them there and applies each method through one small function below. Peers come from
+diffusers (``taylorseer``, ``fbcache``, ``magcache``; with the warm-up and per-context ratios of
+:mod:`.diffusers_peers`), from cache-dit (``cache-dit-*``, :mod:`.cache_dit_peer`), or are the project's own where no
+package has them (``fora``, ``teacache``: :mod:`.hooks`). ``cg-taylor-target`` resolves to ``cg-taylor`` with a
+threshold searched on calibration conditions for a ``target_speedup`` or ``min_psnr``.
 """
 
 from __future__ import annotations
 
-import ast
-import contextlib
-import io
 import json
 import os
 from dataclasses import dataclass, field
@@ -42,12 +27,11 @@ from ..blocks import find_blocks
 from ..config import CGTaylorConfig
 from ..io import atomic_write_text
 from ..hooks import FirstBlockHook
+from . import diffusers_peers
 from . import hooks as skip_hooks
+from .registry import METHOD_NAMES, METHODS, check_params
 
-METHOD_NAMES = (
-    "full", "fewer-steps", "fora", "taylorseer", "fbcache", "magcache", "teacache", "cg-taylor", "cg-taylor-target",
-)
-CALIBRATED = {"magcache": "mag_ratios", "teacache": "coefficients"}
+CALIBRATED = {name: spec.calibrated for name, spec in METHODS.items() if spec.calibrated}
 
 
 @dataclass
@@ -63,13 +47,11 @@ class AppliedMethod:
         return self.name == "cg-taylor"
 
     def remove(self) -> None:
+        if self.name.startswith("cache-dit-"):
+            from .cache_dit_peer import remove_cache_dit
+
+            remove_cache_dit(self.transformer)
         skip_hooks.remove_all_hooks(self.transformer)
-
-
-def _check_params(name: str, params: dict, accepted: set[str]) -> None:
-    unknown = sorted(set(params) - accepted)
-    if unknown:
-        raise ValueError(f"method {name!r} got unknown parameter(s) {unknown}; accepted: {sorted(accepted)}")
 
 
 def _dtype(value):
@@ -78,70 +60,96 @@ def _dtype(value):
     return getattr(torch, str(value).replace("torch.", ""))
 
 
+def _apply_fewer_steps(applied: AppliedMethod, params: dict) -> None:
+    if "speedup" in params:
+        applied.num_inference_steps = max(1, round(applied.num_inference_steps / float(params["speedup"])))
+    elif "steps" in params:
+        applied.num_inference_steps = int(params["steps"])
+    else:
+        raise ValueError("method 'fewer-steps' needs `speedup` or `steps`")
+
+
+def _apply_fora(applied: AppliedMethod, params: dict) -> None:
+    skip_hooks.apply_block_skip(applied.transformer, skip_hooks.ForaPolicy(**params))
+
+
+def _apply_teacache(applied: AppliedMethod, params: dict) -> None:
+    if "coefficients" not in params and not params.get("calibrate"):
+        raise ValueError("teacache needs `coefficients` fitted on the model (make_generator fits them)")
+    policy = skip_hooks.TeaCachePolicy(num_inference_steps=applied.num_inference_steps, **params)
+    skip_hooks.apply_block_skip(applied.transformer, policy)
+    applied.extra["policy"] = policy
+
+
+def _apply_fbcache(applied: AppliedMethod, params: dict) -> None:
+    diffusers_peers.apply_fbcache(applied.transformer, params.get("threshold", 0.05), params.get("warmup_steps", 0))
+
+
+def _apply_magcache(applied: AppliedMethod, params: dict) -> None:
+    values = dict(params)
+    calibrate = bool(values.pop("calibrate", False))
+    if "mag_ratios" not in values and not calibrate:
+        raise ValueError("magcache needs `mag_ratios` calibrated on the model (make_generator calibrates them)")
+    if "warmup_steps" in values and "retention_ratio" in values:
+        raise ValueError("magcache takes its warm-up as `warmup_steps` or `retention_ratio`, not both")
+    diffusers_peers.apply_magcache(applied.transformer, num_inference_steps=applied.num_inference_steps,
+                                   mag_ratios=values.pop("mag_ratios", [1.0] * applied.num_inference_steps),
+                                   calibrate=calibrate, **values)
+
+
+def _apply_taylorseer(applied: AppliedMethod, params: dict) -> None:
+    from diffusers.hooks import TaylorSeerCacheConfig, apply_taylorseer_cache
+
+    values = dict(params)
+    values["taylor_factors_dtype"] = _dtype(values.get("taylor_factors_dtype", "float32"))
+    for key in ("cache_identifiers", "skip_predict_identifiers"):
+        if values.get("use_lite_mode"):
+            values.pop(key, None)  # lite mode has its own patterns
+        elif values.get(key) is not None:
+            values[key] = list(values[key])
+    apply_taylorseer_cache(applied.transformer, TaylorSeerCacheConfig(**values))
+
+
+def _apply_cg_taylor(applied: AppliedMethod, params: dict) -> None:
+    values = dict(params)
+    probe = int(values.pop("probe_block", 1))
+    values.setdefault("num_inference_steps", applied.num_inference_steps)
+    apply_cg_taylor(applied.transformer, CGTaylorConfig.from_dict(values))
+    if probe != 1:
+        move_probe(applied.transformer, probe)
+
+
+def _apply_cache_dit(applied: AppliedMethod, params: dict) -> None:
+    from .cache_dit_peer import apply_cache_dit
+
+    values = dict(params)
+    apply_cache_dit(applied.transformer, applied.name.removeprefix("cache-dit-"),
+                    threshold=values.pop("threshold", 0.08), warmup_steps=values.pop("warmup_steps", 0),
+                    num_inference_steps=applied.num_inference_steps, **values)
+
+
+def _refuse_target(applied: AppliedMethod, params: dict) -> None:
+    raise ValueError("cg-taylor-target needs a calibration run: use make_generator (it resolves to cg-taylor)")
+
+
+_APPLY = {
+    "full": lambda applied, params: None, "fewer-steps": _apply_fewer_steps, "fora": _apply_fora,
+    "teacache": _apply_teacache, "fbcache": _apply_fbcache, "magcache": _apply_magcache,
+    "taylorseer": _apply_taylorseer, "cg-taylor": _apply_cg_taylor, "cg-taylor-target": _refuse_target,
+    **{name: _apply_cache_dit for name in METHOD_NAMES if name.startswith("cache-dit-")},
+}
+_OWN_CONTEXT = ("full", "fewer-steps", "cg-taylor")  # handle calls without a cache context themselves
+
+
 def apply_method(
     transformer: torch.nn.Module, name: str, params: dict | None = None, *, num_inference_steps: int = 50
 ) -> AppliedMethod:
     """Register method ``name`` with ``params`` on ``transformer`` (after removing any hooks already there)."""
-    params = dict(params or {})
-    if name not in METHOD_NAMES:
-        raise ValueError(f"unknown method {name!r}; available: {list(METHOD_NAMES)}")
-    if name == "cg-taylor-target":
-        raise ValueError("cg-taylor-target needs a calibration run: use make_generator (it resolves to cg-taylor)")
+    params = check_params(name, dict(params or {}))
     skip_hooks.remove_all_hooks(transformer)
-    steps = int(num_inference_steps)
-    applied = AppliedMethod(name, params, transformer, steps)
-
-    if name == "full":
-        _check_params(name, params, set())
-    elif name == "fewer-steps":
-        _check_params(name, params, {"steps", "speedup"})
-        if "speedup" in params:
-            applied.num_inference_steps = max(1, round(steps / float(params["speedup"])))
-        else:
-            applied.num_inference_steps = int(params["steps"])
-    elif name == "fora":
-        _check_params(name, params, {"interval", "warmup_steps"})
-        skip_hooks.apply_block_skip(transformer, skip_hooks.ForaPolicy(**params))
-    elif name == "teacache":
-        _check_params(name, params, {"threshold", "coefficients", "calibrate"})
-        if "coefficients" not in params and not params.get("calibrate"):
-            raise ValueError("teacache needs `coefficients` fitted on the model (make_generator fits them)")
-        policy = skip_hooks.TeaCachePolicy(num_inference_steps=steps, **params)
-        skip_hooks.apply_block_skip(transformer, policy)
-        applied.extra["policy"] = policy
-    elif name == "fbcache":
-        from diffusers.hooks import FirstBlockCacheConfig, apply_first_block_cache
-
-        _check_params(name, params, {"threshold"})
-        apply_first_block_cache(transformer, FirstBlockCacheConfig(**params))
-    elif name == "magcache":
-        from diffusers.hooks import MagCacheConfig, apply_mag_cache
-
-        _check_params(name, params, {"threshold", "max_skip_steps", "retention_ratio", "mag_ratios", "calibrate"})
-        if "mag_ratios" not in params and not params.get("calibrate"):
-            raise ValueError("magcache needs `mag_ratios` calibrated on the model (make_generator calibrates them)")
-        apply_mag_cache(transformer, MagCacheConfig(num_inference_steps=steps, **params))
-    elif name == "taylorseer":
-        from diffusers.hooks import TaylorSeerCacheConfig, apply_taylorseer_cache
-
-        accepted = set(TaylorSeerCacheConfig.__dataclass_fields__)
-        _check_params(name, params, accepted)
-        values = dict(params)
-        values["taylor_factors_dtype"] = _dtype(values.get("taylor_factors_dtype", "float32"))
-        for key in ("cache_identifiers", "skip_predict_identifiers"):
-            if values.get("use_lite_mode"):
-                values.pop(key, None)  # lite mode has its own patterns
-            elif values.get(key) is not None:
-                values[key] = list(values[key])
-        apply_taylorseer_cache(transformer, TaylorSeerCacheConfig(**values))
-    elif name == "cg-taylor":
-        values = dict(params)
-        probe = int(values.pop("probe_block", 1))
-        values.setdefault("num_inference_steps", steps)
-        apply_cg_taylor(transformer, CGTaylorConfig.from_dict(values))
-        if probe != 1:
-            move_probe(transformer, probe)
-    if name not in ("full", "fewer-steps", "cg-taylor"):
+    applied = AppliedMethod(name, params, transformer, int(num_inference_steps))
+    _APPLY[name](applied, params)
+    if name not in _OWN_CONTEXT and not name.startswith("cache-dit-"):
         skip_hooks.add_default_context(transformer)
     return applied
 
@@ -170,18 +178,10 @@ def calibrate(model, name: str, *, num_inference_steps: int, conditions, seed: i
     calibration mode) or TeaCache's rescaling polynomial. ``{}`` for the other methods."""
     transformer = model.transformer
     if name == "magcache":
-        apply_method(transformer, "magcache", {"calibrate": True}, num_inference_steps=num_inference_steps)
-        printed = io.StringIO()
-        try:
-            with contextlib.redirect_stdout(printed):
-                model(conditions, num_inference_steps=num_inference_steps, seed=seed)
-        finally:
-            skip_hooks.remove_all_hooks(transformer)
-        runs = [ast.literal_eval(line) for line in printed.getvalue().splitlines() if line.startswith("[") and not line.startswith("[MagCache]")]
-        if not runs:
-            raise RuntimeError("MagCache calibration printed no ratios")
-        ratios = [sum(values) / len(values) for values in zip(*runs)]  # one list per cache context, averaged
-        return {"mag_ratios": ratios}
+        skip_hooks.remove_all_hooks(transformer)
+        ratios = diffusers_peers.magcache_ratios(
+            transformer, lambda: model(conditions, num_inference_steps=num_inference_steps, seed=seed))
+        return {"mag_ratios": next(iter(ratios.values())) if len(ratios) == 1 else ratios}
     if name == "teacache":
         applied = apply_method(transformer, "teacache", {"calibrate": True}, num_inference_steps=num_inference_steps)
         try:

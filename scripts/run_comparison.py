@@ -1,0 +1,42 @@
+#!/usr/bin/env python
+"""The equal-footing comparison: every method landed on each target speedup, tested on held-out samples.
+
+    python scripts/run_comparison.py                              # default profile, every model in it
+    python scripts/run_comparison.py comparison=full              # larger sets and the lower step counts too
+    python scripts/run_comparison.py comparison.models=[dit-digits] results_dir=results-mine
+
+Protocol: src/cgtaylor/experiments/protocol.py; configs: conf/comparison/. Every evaluation is kept under
+<results_dir>/comparison/rows/, so a stopped run resumes where it stopped. Writes
+<results_dir>/comparison/<model>-<steps>steps.{csv,md} and then <results_dir>/README.md.
+"""
+
+from __future__ import annotations
+
+import hydra
+import torch
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from cgtaylor.experiments import compose
+from cgtaylor.experiments.comparison import run_comparison
+from cgtaylor.experiments.report import write_results_readme
+
+
+@hydra.main(config_path="../conf", config_name="config", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    if cfg.get("threads"):
+        torch.set_num_threads(int(cfg.threads))
+    comparison = OmegaConf.to_container(cfg.comparison, resolve=True)
+    overrides = [o for o in HydraConfig.get().overrides.task if not o.lstrip("+~").startswith("model=")]
+    for name in comparison["models"]:
+        model_cfg = compose([f"model={name}", *overrides]).model
+        default_steps = int(model_cfg.num_inference_steps)
+        for steps in [default_steps, *comparison.get("step_counts", {}).get(name, [])]:
+            frame = run_comparison(model_cfg, comparison, cfg.results_dir, steps=steps, progress=cfg.progress)
+            print(f"{name} {steps} steps: {len(frame)} rows")
+    write_results_readme(cfg.results_dir, float(comparison.get("tolerance", 0.04)))
+    print(f"results section -> {cfg.results_dir}/README.md")
+
+
+if __name__ == "__main__":
+    main()

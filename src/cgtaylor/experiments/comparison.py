@@ -1,0 +1,189 @@
+"""Running the equal-footing comparison on one model: selection, test, paired intervals, verdicts.
+
+``run_comparison(model_cfg, comparison_cfg, results_dir)`` -> DataFrame, one row per (entry, target speedup), written
+to ``<results_dir>/comparison/<model>-<steps>steps.{csv,md}``. The protocol is :mod:`.protocol`; every evaluation is
+kept on disk (:mod:`.evaluation`), so a stopped run resumes and a rerun only re-reads.
+
+Columns: the chosen ``params`` and their selection ``selection_speedup`` / ``selection_psnr`` (mean dB) and whether
+the choice is ``on_target``; the test set's ``test_speedup`` and mean ``test_psnr`` with its bootstrap 95% interval
+(``test_psnr_low``/``high``), ``test_ssim``, ``test_rel_l2``; against the reference entry (CG-Taylor) at the same
+target, the paired per-sample PSNR difference ``reference_minus_this`` with its interval and the ``verdict`` of the
+reference against this entry (``ahead`` / ``level`` / ``behind``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from ..io import atomic_write_text
+from .bootstrap import bootstrap_mean, paired_difference, verdict
+from .evaluation import SettingEvaluator, digest
+from .models import _plain, load_model
+from .protocol import Entry, EntrySearch
+from .runner import _ensure_ignored, _weights_stamp
+from .sample_sets import make_sample_sets
+from .tables import to_markdown
+
+REFERENCE_GROUP = "cg-taylor"
+COMPARISON_FIELDS = {"targets", "tolerance", "max_evaluations", "warmup_grid", "samples", "entries", "step_counts",
+                     "reference_group", "resamples", "calibration_conditions", "models"}
+
+
+def check_comparison_cfg(cfg: dict) -> dict:
+    unknown = sorted(set(cfg) - COMPARISON_FIELDS)
+    if unknown:
+        raise ValueError(f"comparison config has unknown field(s) {unknown}; accepted: {sorted(COMPARISON_FIELDS)}")
+    targets = cfg.get("targets")
+    if not targets or any(not isinstance(t, (int, float)) or isinstance(t, bool) or t <= 1 for t in targets):
+        raise ValueError(f"comparison.targets must be a non-empty list of speedups > 1, got {targets!r}")
+    if not 0 < float(cfg.get("tolerance", 0.04)) < 0.5:
+        raise ValueError(f"comparison.tolerance must be in (0, 0.5), got {cfg.get('tolerance')!r}")
+    return cfg
+
+
+def machine() -> str:
+    return (f"{platform.machine()} {os.cpu_count()}-core CPU, torch {torch.__version__}, "
+            f"diffusers {__import__('diffusers').__version__}")
+
+
+def _entry_base(entry: Entry, method_params: dict, warmup_param: str | None) -> dict:
+    """The model's parameters for the method (module patterns, orders) under the entry's own; the model's warm-up
+    preset is dropped so that the shared warm-up grid decides it."""
+    base = dict(method_params.get(entry.method) or {})
+    if warmup_param is not None:
+        base.pop(warmup_param, None)
+    base.update(entry.params)
+    return base
+
+
+class ModelComparison:
+    def __init__(self, model_cfg: dict, comparison: dict, results_dir, steps: int | None = None,
+                 cache_dir=None, progress: bool = True):
+        self.model_cfg = _plain(model_cfg)
+        self.cfg = check_comparison_cfg(_plain(comparison))
+        self.name = self.model_cfg["name"]
+        self.steps = int(steps or self.model_cfg.get("num_inference_steps", 50))
+        if self.steps < 2:
+            raise ValueError(f"comparison steps must be >= 2, got {self.steps}")
+        self.results_dir = Path(results_dir)
+        samples = (self.cfg.get("samples") or {}).get(self.name)
+        if samples is None:
+            raise ValueError(f"comparison.samples has no entry for model {self.name!r}")
+        self.samples = dict(samples)
+        self.progress = progress
+        self.warmup_grid = [int(w) for w in self.model_cfg.get("warmup_grid") or [1, 3, 6]]
+        workload = {"model": {k: v for k, v in self.model_cfg.items() if k != "method_params"},
+                    "weights": _weights_stamp(self.model_cfg), "samples": self.samples, "steps": self.steps}
+        self.workload_id = digest(workload, 10)
+        base_cache = Path(cache_dir) if cache_dir else self.results_dir / "comparison" / ".cache"
+        self.cache_dir = base_cache / f"{self.name}-{self.workload_id}"
+        self.rows_dir = self.results_dir / "comparison" / "rows" / f"{self.name}-{self.steps}steps-{self.workload_id}"
+        self.stem = f"{self.name}-{self.steps}steps"
+
+    def entries(self) -> list[Entry]:
+        out = []
+        for values in self.cfg["entries"]:
+            values = dict(values)
+            skip_if = values.pop("skip_if", None) or []
+            if any(self.model_cfg.get(flag) for flag in skip_if):
+                continue
+            out.append(Entry.from_dict(values))
+        return out
+
+    def run(self) -> pd.DataFrame:
+        from tqdm.auto import tqdm
+
+        from .registry import spec
+
+        _ensure_ignored(self.cache_dir.parent)
+        model = load_model(self.model_cfg)
+        selection, test = make_sample_sets(model, **self.samples)
+        evaluator = SettingEvaluator(model, self.steps, self.cache_dir, self.rows_dir, self.cache_dir,
+                                     int(self.cfg.get("calibration_conditions", 4)))
+        rows = []
+        bar = tqdm(self.entries(), desc=f"comparison {self.stem}", disable=not self.progress, dynamic_ncols=True)
+        for entry in bar:
+            bar.set_postfix_str(entry.group)
+            base = _entry_base(entry, self.model_cfg.get("method_params") or {}, spec(entry.method).warmup)
+            search = EntrySearch(entry, base, self.warmup_grid, evaluator, selection, self.cfg["targets"],
+                                 float(self.cfg.get("tolerance", 0.04)), int(self.cfg.get("max_evaluations", 6)))
+            for chosen in search.run():
+                tested = evaluator.evaluate(entry.method, chosen.params, test)
+                rows.append(self._row(entry, chosen, tested, len(search.points)))
+        frame = add_verdicts(pd.DataFrame(rows), self.cfg.get("reference_group", REFERENCE_GROUP),
+                             int(self.cfg.get("resamples", 10000)))
+        self.write(frame)
+        return frame
+
+    def _row(self, entry: Entry, chosen, tested: dict, evaluated: int) -> dict:
+        interval = bootstrap_mean(tested["psnr"])
+        return {
+            "model": self.name, "steps": self.steps, "group": entry.group, "method": entry.method,
+            "target": chosen.target, "params": json.dumps(_shown(chosen.params), sort_keys=True),
+            "selection_speedup": chosen.speedup, "selection_psnr": chosen.psnr, "on_target": chosen.on_target,
+            "edges": "; ".join(chosen.edges), "selection_points": evaluated,
+            "test_speedup": tested["speedup"], "test_psnr": interval.mean, "test_psnr_low": interval.low,
+            "test_psnr_high": interval.high, "test_ssim": sum(tested["ssim"]) / len(tested["ssim"]),
+            "test_rel_l2": sum(tested["rel_l2"]) / len(tested["rel_l2"]), "n_test": len(tested["psnr"]),
+            "test_psnr_per_sample": json.dumps([round(v, 4) for v in tested["psnr"]]),
+            "machine": machine(),
+        }
+
+    def write(self, frame: pd.DataFrame) -> None:
+        out = self.results_dir / "comparison"
+        atomic_write_text(frame.to_csv(index=False), out / f"{self.stem}.csv")
+        shown = [c for c in frame.columns if c not in ("test_psnr_per_sample", "machine")]
+        text = [f"# Equal-footing comparison: {self.name}, {self.steps} steps\n",
+                f"Machine: {machine()}. Selection and test sets: {self.samples}. Warm-up grid: {self.warmup_grid}.\n",
+                to_markdown(frame, shown)]
+        atomic_write_text("\n".join(text), out / f"{self.stem}.md")
+
+
+_HIDDEN_PARAMS = ("mag_ratios", "coefficients", "cache_identifiers", "skip_predict_identifiers")
+
+
+def _shown(params: dict) -> dict:
+    return {k: v for k, v in params.items() if k not in _HIDDEN_PARAMS}
+
+
+def add_verdicts(frame: pd.DataFrame, reference_group: str, resamples: int) -> pd.DataFrame:
+    """Paired bootstrap of the reference group's per-sample PSNR minus each other group's, per target."""
+    if frame.empty:
+        return frame
+    frame = frame.copy()
+    for column in ("reference_minus_this", "difference_low", "difference_high"):
+        frame[column] = math.nan
+    frame["verdict"] = ""
+    for target, part in frame.groupby("target"):
+        reference = part[part["group"] == reference_group]
+        if reference.empty:
+            continue
+        ours = json.loads(reference.iloc[0]["test_psnr_per_sample"])
+        for index, row in part.iterrows():
+            if row["group"] == reference_group:
+                continue
+            interval = paired_difference(ours, json.loads(row["test_psnr_per_sample"]), resamples=resamples)
+            frame.loc[index, ["reference_minus_this", "difference_low", "difference_high"]] = (
+                interval.mean, interval.low, interval.high)
+            frame.loc[index, "verdict"] = _verdict(interval, reference.iloc[0], row)
+    return frame
+
+
+def _verdict(interval, reference: pd.Series, row: pd.Series) -> str:
+    """The interval's verdict, or why none is given: a side whose selection did not land on the target."""
+    off = [f"{name} off target ({side['selection_speedup']:.2f}x)" for name, side in (("reference", reference),
+                                                                                      ("peer", row))
+           if not bool(side["on_target"])]
+    return "n/a: " + ", ".join(off) if off else verdict(interval)
+
+
+def run_comparison(model_cfg, comparison, results_dir, steps: int | None = None, cache_dir=None,
+                   progress: bool = True) -> pd.DataFrame:
+    return ModelComparison(model_cfg, comparison, results_dir, steps, cache_dir, progress).run()

@@ -1,0 +1,136 @@
+"""One setting of one method on one sample set: FLOPs speedup and per-sample fidelity, kept on disk.
+
+``SettingEvaluator(model, steps, cache_dir, rows_dir)`` computes the full-compute reference of a sample set once
+(outputs and FLOPs, cached in ``cache_dir``) and, for ``evaluate(method, params, sample_set)``, samples the set with
+the method applied under FLOP counting and scores every sample against the reference: PSNR (dB, capped at
+``PSNR_CAP`` for identical outputs), SSIM and relative L2. Each result is a JSON file in ``rows_dir``; an unreadable
+one is recomputed, so a stopped run loses nothing it finished.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import warnings
+from pathlib import Path
+
+import torch
+
+from ..io import atomic_torch_save, atomic_write_text
+from ..metrics import psnr_per_sample, relative_l2, ssim
+from . import hooks as skip_hooks
+from .methods import make_generator
+from .runner import MemoFlops, PerCallFlops
+from .sample_sets import SampleSet
+
+PSNR_CAP = 100.0  # dB; identical outputs would give infinity
+
+
+def digest(value, n: int = 12) -> str:
+    return hashlib.sha1(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:n]
+
+
+def per_sample_scores(output: torch.Tensor, reference: torch.Tensor) -> dict[str, list[float]]:
+    psnr = psnr_per_sample(output, reference).clamp(max=PSNR_CAP).nan_to_num(PSNR_CAP)
+    return {
+        "psnr": [float(v) for v in psnr],
+        "ssim": [ssim(output[i:i + 1], reference[i:i + 1]) for i in range(len(output))],
+        "rel_l2": [relative_l2(output[i], reference[i]) for i in range(len(output))],
+    }
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return value if isinstance(value, dict) and "flops" in value else None
+
+
+class SettingEvaluator:
+    def __init__(self, model, steps: int, cache_dir: Path, rows_dir: Path, calibration_dir: Path,
+                 calibration_conditions: int = 4):
+        self.model = model
+        self.steps = int(steps)
+        self.cache_dir = Path(cache_dir)
+        self.rows_dir = Path(rows_dir)
+        self.calibration_dir = Path(calibration_dir)
+        self.calibration_conditions = int(calibration_conditions)
+        self._references: dict[str, dict] = {}
+        self.computed = 0  # evaluations run (not read from disk) by this evaluator
+
+    def reference(self, sample_set: SampleSet) -> dict:
+        key = digest([sample_set.identity(), self.steps])
+        if key in self._references:
+            return self._references[key]
+        path = self.cache_dir / f"full-{sample_set.name}-{key}.pt"
+        result = None
+        if path.exists():
+            try:
+                result = torch.load(path, weights_only=True)
+            except Exception:  # a damaged cache file is recomputed
+                warnings.warn(f"unreadable cached reference {path}: recomputed")
+        if result is None:
+            result = self._full(sample_set)
+            atomic_torch_save(result, path)
+        self._references[key] = result
+        return result
+
+    def _full(self, sample_set: SampleSet) -> dict:
+        transformer = self.model.transformer
+        skip_hooks.remove_all_hooks(transformer)
+        outputs, flops, exact = [], 0, True
+        for index, (conditions, seed) in enumerate(sample_set.batches()):
+            if index == 0:  # exact counting is slow; the memoised count is checked against it on the first batch
+                with PerCallFlops(transformer) as counted, MemoFlops(transformer) as memo:
+                    outputs.append(self.model(conditions, num_inference_steps=self.steps, seed=seed))
+                exact = memo.calls == counted.calls
+            else:
+                with MemoFlops(transformer) as counted:
+                    outputs.append(self.model(conditions, num_inference_steps=self.steps, seed=seed))
+            flops += counted.total
+        return {"output": torch.cat(outputs), "flops": flops, "memo_flops_exact": exact}
+
+    def calibration_file(self, method: str) -> Path:
+        return self.calibration_dir / f"{method}-calibration-v2-{self.steps}.json"
+
+    def evaluate(self, method: str, params: dict, sample_set: SampleSet) -> dict:
+        reference = self.reference(sample_set)
+        key = digest([method, params, sample_set.identity(), self.steps])
+        path = self.rows_dir / sample_set.name / f"{method}-{key}.json"
+        stored = _read_json(path) if path.exists() else None
+        if stored is not None:
+            return stored
+        result = self._run(method, params, sample_set, reference)
+        atomic_write_text(json.dumps(result), path)
+        self.computed += 1
+        return result
+
+    def _run(self, method: str, params: dict, sample_set: SampleSet, reference: dict) -> dict:
+        model, transformer = self.model, self.model.transformer
+        generator = make_generator(
+            model, method, params, num_inference_steps=self.steps,
+            calibration_conditions=model.default_conditions(self.calibration_conditions, 1000),
+            calibration_seed=1000, calibration_file=self.calibration_file(method),
+        )
+        counter = MemoFlops if reference["memo_flops_exact"] else PerCallFlops
+        outputs, flops = [], 0
+        try:
+            for conditions, seed in sample_set.batches():
+                with counter(transformer) as counted:
+                    outputs.append(generator(conditions, seed))
+                flops += counted.total
+        finally:
+            generator.remove()
+        output = torch.cat(outputs)
+        return {
+            "method": method,
+            "params": params,
+            "sample_set": sample_set.name,
+            "samples": len(sample_set),
+            "flops": flops,
+            "full_flops": reference["flops"],
+            "speedup": reference["flops"] / flops if flops else math.inf,
+            **per_sample_scores(output, reference["output"]),
+        }

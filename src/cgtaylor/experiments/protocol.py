@@ -1,0 +1,164 @@
+"""The equal-footing protocol: each method landed on each target speedup on a selection set, then tested.
+
+For one model and step count, every entry (a method with fixed parameters, e.g. TaylorSeer in lite mode) is set up
+the same way:
+
+1. Its discrete parameters are enumerated: the registry's grid for the method (interval, order, ...) and the model's
+   ``warmup_grid`` for its warm-up parameter, one list shared by every method that has a warm-up.
+2. For each discrete combination, a method with a continuous knob (a threshold) has that knob searched on the
+   selection set until the FLOPs speedup lands within ``tolerance`` of each target (:func:`.landing.land_knob`);
+   a method without one contributes its combinations as they are.
+3. At each target, the point with the best mean selection PSNR among those within the tolerance is chosen
+   (:func:`.landing.pick`); where none is, the nearest, flagged off-target. A choice at the top of a discrete grid
+   extends that grid once by the same rule for every method; a top still chosen is reported as an edge (the bottom
+   ends, interval 2 or the shortest warm-up, are natural bounds).
+4. The chosen setting is run once on the disjoint test set; its per-sample scores are the reported numbers.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from dataclasses import dataclass, field
+
+from .evaluation import SettingEvaluator
+from .landing import land_knob, pick
+from .registry import spec
+from .sample_sets import SampleSet
+
+
+@dataclass
+class Entry:
+    """A row group of the comparison: ``method`` with fixed ``params`` and its own grid (else the registry's)."""
+
+    group: str
+    method: str
+    params: dict = field(default_factory=dict)
+    grid: dict | None = None
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "Entry":
+        unknown = sorted(set(values) - {"group", "method", "params", "grid", "skip_if"})
+        if unknown:
+            raise ValueError(f"comparison entry has unknown field(s) {unknown}; accepted: group, method, params, grid, "
+                             "skip_if")
+        if "method" not in values:
+            raise ValueError(f"comparison entry needs a `method`, got {values}")
+        spec(values["method"])
+        return cls(values.get("group", values["method"]), values["method"], dict(values.get("params") or {}),
+                   None if values.get("grid") is None else {k: list(v) for k, v in values["grid"].items()})
+
+
+@dataclass
+class Point:
+    params: dict
+    speedup: float
+    psnr: float
+
+
+@dataclass
+class Selection:
+    target: float
+    params: dict
+    speedup: float
+    psnr: float
+    on_target: bool
+    edges: list[str]
+    evaluations: int
+
+
+def _mean(values) -> float:
+    return float(sum(values) / len(values))
+
+
+def extend_grid(values: list, chosen) -> list:
+    """One more value past the end of an integer grid that ``chosen`` sits on (the spacing of the last two)."""
+    ordered = sorted(values)
+    if len(ordered) < 2 or chosen != ordered[-1]:
+        return ordered
+    return ordered + [ordered[-1] + (ordered[-1] - ordered[-2])]
+
+
+class EntrySearch:
+    """Steps 1-3 of the protocol for one entry on one selection set."""
+
+    def __init__(self, entry: Entry, base: dict, warmup_grid: list[int], evaluator: SettingEvaluator,
+                 selection: SampleSet, targets: list[float], tolerance: float, max_evaluations: int):
+        self.entry = entry
+        self.spec = spec(entry.method)
+        self.base = dict(base)
+        self.evaluator = evaluator
+        self.selection = selection
+        self.targets = [float(t) for t in targets]
+        self.tolerance = float(tolerance)
+        self.max_evaluations = int(max_evaluations)
+        self.grid = {k: list(v) for k, v in (entry.grid if entry.grid is not None else self.spec.grid).items()}
+        if self.spec.warmup and self.spec.warmup not in self.base:
+            self.grid[self.spec.warmup] = [int(w) for w in warmup_grid]
+        self.fixed = set()  # parameters whose grid is the targets themselves: never extended
+        if self.spec.lands_on is not None:
+            self.grid[self.spec.lands_on] = list(self.targets)
+            self.fixed.add(self.spec.lands_on)
+        self.points: dict[str, Point] = {}
+        self.at_bound: dict[float, str] = {}
+        self.evaluations = 0
+        self.landed: dict[float, float] = {}
+
+    def _measure(self, params: dict) -> Point:
+        key = json.dumps(params, sort_keys=True, default=str)
+        if key not in self.points:
+            result = self.evaluator.evaluate(self.entry.method, params, self.selection)
+            self.points[key] = Point(params, float(result["speedup"]), _mean(result["psnr"]))
+            self.evaluations += 1
+        return self.points[key]
+
+    def _combinations(self, grid: dict) -> list[dict]:
+        keys = list(grid)
+        return [dict(zip(keys, values)) for values in itertools.product(*(grid[k] for k in keys))]
+
+    def _explore(self, combination: dict) -> None:
+        params = dict(self.base, **combination)
+        knob = self.spec.knob
+        if knob is None or knob in self.base:
+            self._measure(params)
+            return
+        low, high = self.spec.knob_range
+        known: dict[float, float] = {}
+        for target in self.targets:
+            landing = land_knob(lambda v: self._measure(dict(params, **{knob: v})).speedup, target, low, high,
+                                tolerance=self.tolerance, max_evaluations=self.max_evaluations, known=known,
+                                start=self.landed.get(target))
+            self.landed.setdefault(target, landing.value)  # where the next combination starts its search
+            if landing.at_bound:
+                self.at_bound[target] = f"{knob} search reached the end of its range [{low:g}, {high:g}]"
+
+    def run(self) -> list[Selection]:
+        explored: set[str] = set()
+        grid = dict(self.grid)
+        for _ in range(2):  # the grid as given, then once more with any end that was chosen extended
+            for combination in self._combinations(grid):
+                marker = json.dumps(combination, sort_keys=True)
+                if marker not in explored:
+                    explored.add(marker)
+                    self._explore(combination)
+            selections = self._select(grid)
+            extended = {k: extend_grid(v, s.params.get(k)) for k, v in grid.items() for s in selections
+                        if len(v) >= 2 and k not in self.fixed and s.params.get(k) == max(v)}
+            if not extended:
+                break
+            grid = {k: sorted(set(grid[k]) | set(extended.get(k, []))) for k in grid}
+        self.grid = grid
+        return selections
+
+    def _select(self, grid: dict) -> list[Selection]:
+        points = list(self.points.values())
+        selections = []
+        for target in self.targets:
+            choice = pick([p.speedup for p in points], [p.psnr for p in points], target, self.tolerance)
+            point = points[choice.index]
+            edges = [f"{k}={point.params.get(k)} at the top of {sorted(v)}" for k, v in grid.items()
+                     if len(v) >= 2 and k not in self.fixed and point.params.get(k) == max(v)]
+            edges += [self.at_bound[target]] if target in self.at_bound else []
+            selections.append(Selection(target, point.params, point.speedup, point.psnr, choice.on_target, edges,
+                                        self.evaluations))
+        return selections

@@ -1,0 +1,114 @@
+"""The results section, written from the comparison's rows so that no claim in it can go stale.
+
+``write_results_readme(results_dir)`` reads ``<results_dir>/comparison/*steps.csv`` and writes
+``<results_dir>/comparison/summary.{csv,md}`` and ``<results_dir>/README.md``: per model and step count, each
+method's test PSNR at each target speedup with its interval, CG-Taylor's paired difference against it and the
+verdict, the interval half-widths the sample sizes gave, the verdict counts, and every cell that needs a caveat (a
+setting off its target, a best setting at the top of its grid).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pandas as pd
+
+from ..io import atomic_write_text
+from .tables import to_markdown
+
+HEADER = """# Results
+
+Written by `scripts/write_results.py` (step of `scripts/reproduce_all.sh`) from the rows under `results/`; every
+number below is read from them. Machine: {machine}.
+
+## Equal-footing comparison (`results/comparison/`)
+
+Each method is landed on each target FLOPs speedup on a selection set: methods with a threshold have it searched
+until the selection speedup is within {tolerance} of the target, for every combination of their discrete settings
+(interval, order) and of the model's warm-up grid, which every method with a warm-up shares; methods without a
+threshold are enumerated over the same grids. The setting with the best mean selection PSNR at the target is then
+run once on a disjoint test set (other seeds and conditions, the same batch size). PSNR is against the full-compute
+output with the same seeds (capped at 100 dB). The difference column is CG-Taylor's per-sample PSNR minus the
+method's on the same test samples, with a paired bootstrap 95% interval; the verdict says whether CG-Taylor is
+`ahead` (interval above 0), `level` (interval contains 0) or `behind` (interval below 0), and gives no verdict
+where either side's selection could not land within the tolerance.
+"""
+
+
+def load_comparison(results_dir: str | os.PathLike) -> pd.DataFrame:
+    folder = Path(results_dir) / "comparison"
+    frames = [pd.read_csv(path) for path in sorted(folder.glob("*steps.csv"))]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def _cell(row: pd.Series) -> str:
+    return f"{row['test_psnr']:.1f} [{row['test_psnr_low']:.1f}, {row['test_psnr_high']:.1f}] @ {row['test_speedup']:.2f}x"
+
+
+def _difference(row: pd.Series) -> str:
+    if pd.isna(row.get("reference_minus_this")):
+        return "(reference)"
+    return f"{row['reference_minus_this']:+.1f} [{row['difference_low']:+.1f}, {row['difference_high']:+.1f}]"
+
+
+def model_table(part: pd.DataFrame) -> pd.DataFrame:
+    """One row per group, per target: test PSNR with its interval and speedup, CG-Taylor minus it, verdict."""
+    rows = {}
+    for _, row in part.iterrows():
+        out = rows.setdefault(row["group"], {"method": row["group"]})
+        label = f"{row['target']:g}x"
+        out[f"PSNR {label}"] = _cell(row)
+        out[f"CG-Taylor − it {label}"] = _difference(row)
+        out[f"verdict {label}"] = row["verdict"] if isinstance(row["verdict"], str) else ""
+    return pd.DataFrame(list(rows.values()))
+
+
+def verdict_counts(df: pd.DataFrame) -> pd.DataFrame:
+    peers = df[df["verdict"].fillna("").astype(str) != ""]
+    counts = peers.assign(verdict=peers["verdict"].astype(str).str.replace(r"^n/a.*", "no verdict", regex=True))
+    return (counts.groupby(["model", "steps", "target", "verdict"]).size().unstack(fill_value=0).reset_index())
+
+
+def half_widths(df: pd.DataFrame) -> pd.DataFrame:
+    widths = df.assign(psnr_half_width=(df["test_psnr_high"] - df["test_psnr_low"]) / 2,
+                       difference_half_width=(df["difference_high"] - df["difference_low"]) / 2)
+    return (widths.groupby(["model", "steps", "target"])
+            .agg(n_test=("n_test", "max"), max_psnr_half_width=("psnr_half_width", "max"),
+                 max_difference_half_width=("difference_half_width", "max"))
+            .reset_index())
+
+
+def caveats(df: pd.DataFrame) -> list[str]:
+    lines = []
+    for _, row in df.iterrows():
+        where = f"{row['model']} {row['steps']} steps, {row['group']} at {row['target']:g}x"
+        if not bool(row["on_target"]):
+            lines.append(f"- {where}: no setting within the tolerance on the selection set; nearest "
+                         f"{row['selection_speedup']:.2f}x")
+        if isinstance(row.get("edges"), str) and row["edges"]:
+            lines.append(f"- {where}: best setting at the end of its search ({row['edges']})")
+    return lines
+
+
+def write_results_readme(results_dir: str | os.PathLike = "results", tolerance: float = 0.04) -> str:
+    results_dir = Path(results_dir)
+    df = load_comparison(results_dir)
+    if df.empty:
+        raise FileNotFoundError(f"no comparison rows under {results_dir / 'comparison'}; run scripts/run_comparison.py")
+    parts = [HEADER.format(machine=df["machine"].iloc[0], tolerance=f"±{tolerance:.0%}")]
+    for (model, steps), part in df.groupby(["model", "steps"], sort=False):
+        parts.append(f"### {model}, {steps} steps\n")
+        parts.append(f"Test set: {int(part['n_test'].max())} samples. Cells: test PSNR (dB) [95% interval] @ test FLOPs "
+                     "speedup; CG-Taylor − it: paired difference (dB) [95% interval].\n")
+        parts.append(to_markdown(model_table(part)))
+    parts += ["\n### Verdicts (CG-Taylor against each peer)\n", to_markdown(verdict_counts(df)),
+              "\n### Interval half-widths (dB) at these sample sizes\n", to_markdown(half_widths(df))]
+    notes = caveats(df)
+    parts += ["\n### Cells with a caveat\n", "\n".join(notes) + "\n" if notes else "None.\n"]
+    text = "\n".join(parts)
+    atomic_write_text(df.drop(columns=["test_psnr_per_sample"]).to_csv(index=False),
+                      results_dir / "comparison" / "summary.csv")
+    atomic_write_text(text, results_dir / "comparison" / "summary.md")
+    atomic_write_text(text, results_dir / "README.md")
+    return text

@@ -1,0 +1,163 @@
+"""The equal-footing protocol: method registry, landing search, selection, shared warm-up grid, bootstrap."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from cgtaylor.experiments.bootstrap import Interval, bootstrap_mean, paired_difference, verdict
+from cgtaylor.experiments.landing import land_knob, pick
+from cgtaylor.experiments.protocol import Entry, EntrySearch, extend_grid
+from cgtaylor.experiments.registry import METHODS, check_params
+from cgtaylor.experiments.sample_sets import SampleSet, make_sample_sets
+
+
+# --- registry ---------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("name, params, message", [
+    ("taylorseer", {"cache_intervall": 2}, "unknown parameter(s) ['cache_intervall']"),
+    ("taylorseer", {"cache_interval": 0}, "'cache_interval' must be int >= 1"),
+    ("fbcache", {"threshold": -0.1}, "'threshold' must be int/float >= 0"),
+    ("fbcache", {"threshold": float("nan")}, "'threshold' must be"),
+    ("cg-taylor", {"forecast": "absolute"}, "'forecast' must be one of ['residual', 'last_block']"),
+    ("fora", {"warmup_steps": True}, "'warmup_steps' must be int"),
+    ("magcache", {"retention_ratio": 1.5}, "'retention_ratio' must be int/float >= 0 and <= 1"),
+    ("nope", {}, "unknown method 'nope'"),
+])
+def test_registry_rejects_unknown_or_out_of_range_parameters_by_name(name, params, message):
+    with pytest.raises(ValueError) as error:
+        check_params(name, params)
+    assert message in str(error.value)
+
+
+def test_registry_accepts_the_shipped_method_configs():
+    assert check_params("cg-taylor", {"threshold": math.inf, "warmup_steps": 3, "max_consecutive_forecasts": None})
+    assert check_params("magcache", {"mag_ratios": {"cond": [1.0], "uncond": [1.0]}, "warmup_steps": 6})
+
+
+def test_every_step_skipping_method_has_a_warmup_parameter():
+    skipping = {name for name, spec in METHODS.items() if name not in ("full", "fewer-steps", "cg-taylor-target")}
+    assert skipping and all(METHODS[name].warmup in METHODS[name].params for name in skipping)
+
+
+# --- landing ----------------------------------------------------------------------------------------------------------
+def test_land_knob_reaches_the_target_of_a_monotone_speedup():
+    calls = []
+
+    def measure(threshold):
+        calls.append(threshold)
+        return 1 + 4 * threshold / (threshold + 0.2)  # 1x at 0, towards 5x
+
+    landing = land_knob(measure, 3.0, 1e-3, 10.0, tolerance=0.01, max_evaluations=12)
+    assert landing.on_target and abs(landing.speedup / 3 - 1) <= 0.01 and landing.evaluations == len(calls)
+
+
+def test_land_knob_stops_at_a_jump_and_says_it_is_off_target():
+    landing = land_knob(lambda t: 2.0 if t < 0.5 else 4.0, 3.0, 1e-3, 10.0, tolerance=0.04, max_evaluations=40)
+    assert not landing.on_target and landing.speedup in (2.0, 4.0) and landing.evaluations < 40
+
+
+def test_land_knob_reports_when_the_range_is_too_short():
+    landing = land_knob(lambda t: 1.0 + t, 3.0, 0.01, 1.0, tolerance=0.01, max_evaluations=10)
+    assert landing.at_bound and not landing.on_target and landing.value == 1.0
+
+
+def test_land_knob_shares_points_between_targets():
+    known = {}
+    first = land_knob(lambda t: 1 + t, 2.0, 0.01, 10.0, tolerance=0.01, max_evaluations=10, known=known)
+    again = land_knob(lambda t: pytest.fail("re-measured"), 2.0, 0.01, 10.0, tolerance=0.01, known=known)
+    assert first.on_target and again.evaluations == 0 and again.value == first.value
+
+
+def test_pick_prefers_the_best_score_within_tolerance_and_else_the_nearest():
+    assert pick([1.9, 2.05, 2.5], [30.0, 28.0, 40.0], 2.0, 0.04).index == 1
+    choice = pick([1.5, 2.6], [30.0, 10.0], 2.0, 0.04)
+    assert choice.index == 1 and not choice.on_target  # |log(2.6/2)| < |log(1.5/2)|
+
+
+def test_extend_grid_adds_one_step_past_a_chosen_top():
+    assert extend_grid([1, 3, 6], 6) == [1, 3, 6, 9]
+    assert extend_grid([1, 3, 6], 3) == [1, 3, 6]
+
+
+# --- the shared warm-up grid ------------------------------------------------------------------------------------------
+class _FakeEvaluator:
+    """Speedup from the parameters, a score that prefers longer warm-ups: enough to drive EntrySearch."""
+
+    def __init__(self):
+        self.seen = []
+
+    def evaluate(self, method, params, sample_set):
+        self.seen.append((method, dict(params)))
+        warmup = params.get(METHODS[method].warmup, 0) if METHODS[method].warmup else 0
+        knob = params.get("threshold", 0.0)
+        interval = params.get("interval") or params.get("cache_interval") or 1
+        speedup = (1 + 4 * knob / (knob + 0.1)) if METHODS[method].knob else interval * 0.9
+        return {"speedup": speedup * 50 / (50 + warmup), "psnr": [30.0 + warmup + knob]}
+
+
+@pytest.mark.parametrize("method", ["cg-taylor", "fbcache", "teacache", "magcache", "fora", "taylorseer",
+                                    "cache-dit-dbcache"])
+def test_every_method_is_swept_over_the_same_warmup_grid(method):
+    evaluator = _FakeEvaluator()
+    sample_set = SampleSet("selection", (0,), 1, 0)
+    base = {"warmup_steps": 99} if method == "cg-taylor" else {}  # a model preset must not survive: see _entry_base
+    from cgtaylor.experiments.comparison import _entry_base
+
+    entry = Entry(method, method)
+    search = EntrySearch(entry, _entry_base(entry, {method: base}, METHODS[method].warmup), [1, 3, 6], evaluator,
+                         sample_set, [2.0, 3.0], 0.04, 6)
+    search.run()
+    warmups = {params[METHODS[method].warmup] for _, params in evaluator.seen}
+    assert warmups == {1, 3, 6, 9}  # the grid, extended once because the best (longest) warm-up sat on its top
+
+
+def test_fewer_steps_lands_on_each_target_by_construction():
+    evaluator = _FakeEvaluator()
+    search = EntrySearch(Entry("fewer-steps", "fewer-steps"), {}, [1, 3], evaluator, SampleSet("s", (0,), 1, 0),
+                         [2.0, 3.0], 0.04, 6)
+    search.run()
+    assert sorted(p["speedup"] for _, p in evaluator.seen) == [2.0, 3.0]
+
+
+def test_sample_sets_are_disjoint_and_batched_alike():
+    class Model:
+        def default_conditions(self, n, seed=0):
+            return [(seed + k) % 10 for k in range(n)]
+
+    selection, test = make_sample_sets(Model(), batch_size=2, selection_batches=1, test_batches=3)
+    assert len(selection) == 2 and len(test) == 6
+    seeds = {seed for _, seed in selection.batches()} & {seed for _, seed in test.batches()}
+    assert not seeds and all(len(batch) == 2 for batch, _ in test.batches())
+    with pytest.raises(ValueError, match="test_batches must be a positive integer"):
+        make_sample_sets(Model(), 2, 1, 0)
+
+
+# --- bootstrap --------------------------------------------------------------------------------------------------------
+def test_bootstrap_interval_of_a_normal_mean_matches_the_textbook_interval():
+    rng = np.random.default_rng(1)
+    x = rng.normal(2.0, 3.0, size=400)
+    interval = bootstrap_mean(x, resamples=20000, seed=3)
+    half = 1.96 * x.std(ddof=1) / math.sqrt(len(x))  # 0.29
+    assert abs(interval.mean - x.mean()) < 1e-12
+    assert abs(interval.half_width - half) < 0.03 and interval.low < x.mean() < interval.high
+
+
+def test_paired_difference_sees_a_shift_that_unpaired_noise_hides():
+    rng = np.random.default_rng(0)
+    base = rng.normal(40.0, 8.0, size=30)  # large spread between samples
+    shifted = base + 0.5 + rng.normal(0, 0.2, size=30)  # but a consistent 0.5 dB per sample
+    interval = paired_difference(shifted, base)
+    assert verdict(interval) == "ahead" and 0.4 < interval.mean < 0.6
+    assert verdict(paired_difference(base, shifted)) == "behind"
+    assert verdict(Interval(0.1, -0.2, 0.4, 10)) == "level"
+
+
+def test_bootstrap_rejects_empty_or_infinite_samples():
+    with pytest.raises(ValueError, match="non-empty"):
+        bootstrap_mean([])
+    with pytest.raises(ValueError, match="non-finite"):
+        bootstrap_mean([1.0, math.inf])
+    with pytest.raises(ValueError, match="same shape"):
+        paired_difference([1.0, 2.0], [1.0])
