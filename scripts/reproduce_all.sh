@@ -1,22 +1,28 @@
 #!/usr/bin/env bash
-# Rebuild results/ from the shipped demo models: experiment tables, zoo quality, flux-digits' guidance sweep,
-# calibration, then every notebook through papermill. Installs what it needs into .venv on first use.
-#   bash scripts/reproduce_all.sh            default profile (about an hour from nothing on a 2-core CPU)
-#   bash scripts/reproduce_all.sh --full     more conditions and seeds, every sweep point
+# Rebuild results/ from the shipped demo models: the equal-footing comparison and the results section written from
+# it, experiment tables, zoo quality, flux-digits' guidance sweep, calibration, then every notebook through
+# papermill. Installs what it needs into .venv on first use.
+#   bash scripts/reproduce_all.sh            default profile
+#   bash scripts/reproduce_all.sh --full     more conditions and seeds, every sweep point, lower step counts too
 #   bash scripts/reproduce_all.sh --quick    a smoke run of the whole chain (minutes), into results-quick/
-# A stopped run resumes: finished table rows, cached references and executed notebooks are kept.
+#   bash scripts/reproduce_all.sh --verify   the default profile from nothing into results-verify/ (no stored rows or
+#                                            caches are read), then every number compared with results/
+# A stopped run resumes: finished rows, cached references and executed notebooks are kept. A plain rerun re-reads the
+# committed rows (it re-renders); --verify re-measures.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 profile=default
 results="$root/results"
 guidance_eval=(--n-images 192)
 zoo_eval=(--n-images 192 --n-videos 16 --repeats 2)  # 192 samples: a 95% interval of about +-0.05 on an accuracy near 0.85
+verify=false
 case "${1:-}" in
   --full) profile=full; zoo_eval=(--n-images 480 --n-videos 40 --repeats 3) ;;
   --quick) profile=quick; results="$root/results-quick"; zoo_eval=(--n-images 4 --n-videos 2 --steps 10 --repeats 1)
            guidance_eval=(--n-images 16 --strengths 1 1.5) ;;
+  --verify) verify=true; results="$root/results-verify"; rm -rf "$results" ;;
   "") ;;
-  *) echo "usage: $0 [--full|--quick]" >&2; exit 2 ;;
+  *) echo "usage: $0 [--full|--quick|--verify]" >&2; exit 2 ;;
 esac
 python="$("$root/scripts/ensure_env.sh")"
 cd "$root"
@@ -24,14 +30,20 @@ export PYTHONUNBUFFERED=1
 started=$(date +%s)
 step() { echo; echo "== [$(( $(date +%s) - started ))s] $*"; }
 
-step "1/5 experiment tables (profile $profile)"
+step "1/6 equal-footing comparison and the results section (profile $profile)"
+"$python" scripts/run_comparison.py comparison="$profile" results_dir="$results"
+step "2/6 experiment tables (profile $profile)"
 "$python" scripts/run_experiments.py all=true profile="$profile" results_dir="$results"
-step "2/5 zoo quality and sampling speed"
+step "3/6 zoo quality and sampling speed"
 "$python" scripts/eval_zoo.py "${zoo_eval[@]}" --out "$results"
-step "3/5 flux-digits against its distilled guidance strength"
+step "4/6 flux-digits against its distilled guidance strength"
 "$python" scripts/eval_flux_guidance.py "${guidance_eval[@]}" --out "$results"
-step "4/5 calibration: targets in speedup or PSNR"
+step "5/6 calibration: targets in speedup or PSNR"
 "$python" scripts/eval_calibration.py --profile "$profile" --out "$results"
-step "5/5 notebooks"
+step "6/6 notebooks"
 "$python" scripts/run_notebooks.py "$profile" --results-dir "$results"
-step "done: tables in $results/tables, figures in $results/figures, executed notebooks in $results/notebooks"
+step "done: results section in $results/README.md, tables in $results/tables, figures in $results/figures"
+if [ "$verify" = true ]; then
+  step "verify: fresh numbers in $results against the committed ones in $root/results"
+  "$python" scripts/verify_results.py "$root/results" "$results"
+fi

@@ -34,7 +34,7 @@ def main(cfg: DictConfig) -> None:
         for steps in [default_steps, *comparison.get("step_counts", {}).get(name, [])]:
             frame = run_comparison(model_cfg, comparison, cfg.results_dir, steps=steps, progress=cfg.progress)
             print(f"{name} {steps} steps: {len(frame)} rows")
-    write_results_readme(cfg.results_dir, float(comparison.get("tolerance", 0.04)))
+    write_results_readme(cfg.results_dir)
     print(f"results section -> {cfg.results_dir}/README.md")
 
 

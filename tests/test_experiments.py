@@ -248,3 +248,46 @@ def test_real_model_config_runs_a_local_checkpoint(tmp_path):
     output = generator(conditions, seed=0)
     assert generator.cg_taylor_stats().forecast_steps > 0 and not torch.equal(output, reference)
     generator.remove()
+
+
+@pytest.mark.parametrize("method, params", [
+    ("fbcache", {"threshold": 1e6}),
+    ("teacache", {"threshold": 1e6, "coefficients": [1.0, 0.0]}),
+    ("magcache", {"threshold": 1e6, "max_skip_steps": 4, "mag_ratios": [1.0] * STEPS}),
+    ("fora", {"interval": 4}),
+])
+def test_warmup_steps_are_computed_by_every_peer(method, params):
+    model = _tiny_model("dit")
+    conditions = model.default_conditions(1)
+    flops = {}
+    for warmup in (1, 3):
+        generator = make_generator(model, method, dict(params, warmup_steps=warmup), num_inference_steps=STEPS)
+        with PerCallFlops(model.transformer) as counted:
+            generator(conditions, seed=0)
+        generator.remove()
+        flops[warmup] = counted.total
+    assert flops[3] > flops[1], f"{method}: a longer warm-up computed no more"
+
+
+def test_magcache_is_calibrated_per_cache_context_on_a_cfg_model(tmp_path):
+    from cgtaylor.experiments.methods import calibrate
+
+    model = _tiny_model("wan")
+    ratios = calibrate(model, "magcache", num_inference_steps=STEPS, conditions=model.default_conditions(1), seed=0)
+    per_context = ratios["mag_ratios"]
+    assert set(per_context) == {"cond", "uncond"} and all(len(v) == STEPS for v in per_context.values())
+    assert per_context["cond"] != per_context["uncond"]
+    generator = make_generator(model, "magcache", {"threshold": 0.5, "max_skip_steps": 2, **ratios},
+                               num_inference_steps=STEPS)
+    output = generator(model.default_conditions(1), seed=0)
+    from diffusers.hooks import HookRegistry
+
+    from cgtaylor.blocks import find_blocks
+    from cgtaylor.experiments.diffusers_peers import _MAG_CACHE_LEADER_BLOCK_HOOK
+
+    head = HookRegistry.check_if_exists_or_initialize(find_blocks(model.transformer).blocks[0])
+    used = head.get_hook(_MAG_CACHE_LEADER_BLOCK_HOOK).config.mag_ratios  # the last call was the uncond pass
+    generator.remove()
+    assert torch.isfinite(output).all()
+    assert torch.allclose(torch.as_tensor(used, dtype=torch.float32),
+                          torch.as_tensor(per_context["uncond"], dtype=torch.float32))

@@ -161,3 +161,27 @@ def test_bootstrap_rejects_empty_or_infinite_samples():
         bootstrap_mean([1.0, math.inf])
     with pytest.raises(ValueError, match="same shape"):
         paired_difference([1.0, 2.0], [1.0])
+
+
+# --- end to end on a tiny model ---------------------------------------------------------------------------------------
+def test_comparison_on_a_tiny_model_writes_rows_verdicts_and_the_results_section(tmp_path):
+    from omegaconf import OmegaConf
+
+    from cgtaylor.experiments import compose
+    from cgtaylor.experiments.comparison import run_comparison
+    from cgtaylor.experiments.report import write_results_readme
+
+    cfg = compose(["model=dit-digits", "model.source=tiny", "comparison=quick", "model.warmup_grid=[1]"])
+    comparison = OmegaConf.to_container(cfg.comparison, resolve=True)
+    comparison["targets"] = [2]
+    comparison["entries"] = [e for e in comparison["entries"] if e["group"] in ("cg-taylor", "fora", "fbcache")]
+    frame = run_comparison(cfg.model, comparison, tmp_path, steps=8, progress=False)
+    assert list(frame["group"]) == ["cg-taylor", "fora", "fbcache"]
+    assert (frame["n_test"] == 4).all() and frame["test_speedup"].gt(1).all()
+    peers = frame[frame["group"] != "cg-taylor"]
+    assert peers["verdict"].str.match(r"^(ahead|level|behind|n/a: .*)$").all()
+    text = write_results_readme(tmp_path)
+    assert "### dit-digits, 8 steps" in text and (tmp_path / "README.md").read_text() == text
+    again = run_comparison(cfg.model, comparison, tmp_path, steps=8, progress=False)  # resumes: nothing recomputed
+    pd_equal = again.drop(columns=["machine"]).equals(frame.drop(columns=["machine"]))
+    assert pd_equal

@@ -126,7 +126,7 @@ class ModelComparison:
         interval = bootstrap_mean(tested["psnr"])
         return {
             "model": self.name, "steps": self.steps, "group": entry.group, "method": entry.method,
-            "target": chosen.target, "params": json.dumps(_shown(chosen.params), sort_keys=True),
+            "target": chosen.target, "tolerance": float(self.cfg.get("tolerance", 0.04)), "params": json.dumps(_shown(chosen.params), sort_keys=True),
             "selection_speedup": chosen.speedup, "selection_psnr": chosen.psnr, "on_target": chosen.on_target,
             "edges": "; ".join(chosen.edges), "selection_points": evaluated,
             "test_speedup": tested["speedup"], "test_psnr": interval.mean, "test_psnr_low": interval.low,

@@ -32,7 +32,7 @@ def within(speedup: float, target: float, tolerance: float) -> bool:
 
 def land_knob(measure: Callable[[float], float], target: float, low: float, high: float, *, tolerance: float = 0.04,
               max_evaluations: int = 6, start: float | None = None, known: dict[float, float] | None = None,
-              expand: float = 3.0) -> Landing:
+              expand: float = 3.0, jump: float = 0.03) -> Landing:
     """Search ``measure(value) -> speedup`` (non-decreasing in ``value``) for ``target`` within ``[low, high]``."""
     if not (0 < low < high):
         raise ValueError(f"knob range must satisfy 0 < low < high, got [{low}, {high}]")
@@ -75,7 +75,7 @@ def land_knob(measure: Callable[[float], float], target: float, low: float, high
                 return landing(best(), at_bound=True)
             probe(max(seen) * expand)
             continue
-        if b / a < 1.0 + 1e-3:  # a jump in the speedup between two nearly equal knob values
+        if b / a < 1.0 + jump:  # the speedup jumps across the target between two nearly equal knob values
             break
         la, lb, sa, sb = math.log(a), math.log(b), math.log(seen[a]), math.log(seen[b])
         guess = la + (math.log(target) - sa) * (lb - la) / (sb - sa) if sb > sa else (la + lb) / 2

@@ -91,12 +91,12 @@ def caveats(df: pd.DataFrame) -> list[str]:
     return lines
 
 
-def write_results_readme(results_dir: str | os.PathLike = "results", tolerance: float = 0.04) -> str:
+def write_results_readme(results_dir: str | os.PathLike = "results") -> str:
     results_dir = Path(results_dir)
     df = load_comparison(results_dir)
     if df.empty:
         raise FileNotFoundError(f"no comparison rows under {results_dir / 'comparison'}; run scripts/run_comparison.py")
-    parts = [HEADER.format(machine=df["machine"].iloc[0], tolerance=f"±{tolerance:.0%}")]
+    parts = [HEADER.format(machine=df["machine"].iloc[0], tolerance=f"±{float(df['tolerance'].max()):.0%}")]
     for (model, steps), part in df.groupby(["model", "steps"], sort=False):
         parts.append(f"### {model}, {steps} steps\n")
         parts.append(f"Test set: {int(part['n_test'].max())} samples. Cells: test PSNR (dB) [95% interval] @ test FLOPs "

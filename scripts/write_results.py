@@ -1,0 +1,26 @@
+#!/usr/bin/env python
+"""Re-render results/README.md (the results section) from the comparison rows already under results/.
+
+    python scripts/write_results.py [--results-dir results]
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from cgtaylor.experiments.report import write_results_readme
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--results-dir", type=Path, default=Path("results"))
+    args = parser.parse_args(argv)
+    if not args.results_dir.is_dir():
+        parser.error(f"--results-dir {args.results_dir} is not a folder")
+    write_results_readme(args.results_dir)
+    print(f"-> {args.results_dir / 'README.md'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,90 @@
+"""A reviewer's check: numbers recomputed from nothing against the committed ones.
+
+``compare_results(committed_dir, fresh_dir)`` pairs every CSV under ``committed_dir`` with the same file under
+``fresh_dir`` and compares them cell by cell: FLOPs, step and sample counts exactly; PSNR within ``psnr_db`` dB;
+other scores within ``relative`` of each other; wall-clock columns are listed but never fail the check (a machine's
+timing is not reproducible). Text cells must match, except the machine description.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+EXACT = ("flops", "full_steps", "n_test", "num_inference_steps", "steps", "samples", "num_conditions")
+TIMING = ("wall", "seconds", "time", "minutes", "overhead")
+IGNORED_TEXT = ("machine", "platform", "torch_version", "cpu_count", "torch_threads", "weights")
+
+
+@dataclass(frozen=True)
+class Difference:
+    file: str
+    row: int
+    column: str
+    committed: object
+    fresh: object
+    kind: str  # "exact", "psnr", "relative", "text", "timing" (informational), "shape", "missing"
+
+    @property
+    def fails(self) -> bool:
+        return self.kind != "timing"
+
+
+def _rule(column: str) -> str:
+    name = column.lower()
+    if any(word in name for word in TIMING):
+        return "timing"
+    if any(word in name for word in EXACT):
+        return "exact"
+    if "psnr" in name:
+        return "psnr"
+    return "relative"
+
+
+def _numbers_differ(a: float, b: float, rule: str, psnr_db: float, relative: float) -> bool:
+    if math.isnan(a) and math.isnan(b):
+        return False
+    if math.isinf(a) or math.isinf(b):
+        return a != b
+    if rule == "exact":
+        return a != b
+    if rule == "psnr":
+        return abs(a - b) > psnr_db
+    return abs(a - b) > relative * max(abs(a), abs(b), 1e-12)
+
+
+def compare_frames(name: str, committed: pd.DataFrame, fresh: pd.DataFrame, psnr_db: float = 0.5,
+                   relative: float = 0.02) -> list[Difference]:
+    if committed.shape != fresh.shape or list(committed.columns) != list(fresh.columns):
+        return [Difference(name, -1, "*", committed.shape, fresh.shape, "shape")]
+    out = []
+    for column in committed.columns:
+        if column in IGNORED_TEXT:
+            continue
+        numeric = pd.api.types.is_numeric_dtype(committed[column]) and pd.api.types.is_numeric_dtype(fresh[column])
+        rule = _rule(column) if numeric else "text"
+        for row, (a, b) in enumerate(zip(committed[column], fresh[column])):
+            differ = (_numbers_differ(float(a), float(b), rule, psnr_db, relative) if numeric
+                      else str(a) != str(b) and not (pd.isna(a) and pd.isna(b)))
+            if differ:
+                out.append(Difference(name, row, column, a, b, rule))
+    return out
+
+
+def compare_results(committed_dir: str | os.PathLike, fresh_dir: str | os.PathLike, **tolerances) -> list[Difference]:
+    committed_dir, fresh_dir = Path(committed_dir), Path(fresh_dir)
+    out = []
+    for path in sorted(committed_dir.rglob("*.csv")):
+        relative_path = path.relative_to(committed_dir)
+        if "rows" in relative_path.parts or relative_path.parts[0].startswith("."):
+            continue
+        other = fresh_dir / relative_path
+        if not other.exists():
+            out.append(Difference(str(relative_path), -1, "*", "present", "missing", "missing"))
+            continue
+        out += compare_frames(str(relative_path), pd.read_csv(path), pd.read_csv(other), **tolerances)
+    return out

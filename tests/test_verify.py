@@ -1,0 +1,35 @@
+"""The reviewer's check: recomputed numbers against committed ones, with the stated tolerances."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from cgtaylor.experiments.verify import compare_results
+
+
+def _write(folder, name, frame):
+    path = folder / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frame.to_csv(path, index=False)
+
+
+def test_flops_exact_psnr_within_margin_and_timing_only_listed(tmp_path):
+    committed, fresh = tmp_path / "a", tmp_path / "b"
+    base = pd.DataFrame({"method": ["x", "y"], "flops": [100, 200], "psnr": [40.0, 30.0], "wall_speedup": [2.0, 3.0],
+                         "ssim": [0.9, 0.8], "machine": ["one", "one"]})
+    _write(committed, "tables/t.csv", base)
+    _write(fresh, "tables/t.csv", base.assign(psnr=[40.3, 30.0], wall_speedup=[2.5, 3.0], machine=["two", "two"]))
+    differences = compare_results(committed, fresh)
+    assert [d.kind for d in differences] == ["timing"] and not differences[0].fails
+
+    _write(fresh, "tables/t.csv", base.assign(flops=[101, 200], psnr=[41.0, 30.0], method=["x", "z"]))
+    kinds = sorted(d.kind for d in compare_results(committed, fresh))
+    assert kinds == ["exact", "psnr", "text"]
+
+
+def test_missing_files_and_shapes_fail(tmp_path):
+    committed, fresh = tmp_path / "a", tmp_path / "b"
+    _write(committed, "x.csv", pd.DataFrame({"flops": [1, 2]}))
+    _write(committed, "y.csv", pd.DataFrame({"flops": [1]}))
+    _write(fresh, "y.csv", pd.DataFrame({"flops": [1, 2]}))
+    assert sorted(d.kind for d in compare_results(committed, fresh)) == ["missing", "shape"]
