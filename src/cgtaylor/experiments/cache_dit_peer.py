@@ -223,7 +223,8 @@ def remove_cache_dit(transformer) -> None:
 def cache_dit_stats(transformer) -> dict:
     """What cache-dit did in the last generation, per block list name: ``{"steps": sampling steps counted,
     "cached_steps": steps whose blocks after the first Fn came from the cache, "cfg_cached_steps": the same for the
-    uncond calls where the model makes them separately}``; ``{}`` before the first generation ends."""
+    uncond calls where the model makes them separately}``; ``{}`` before the first generation ends. FLUX has one
+    list, ``transformer_blocks``: cache-dit's chain of the dual-stream and single-stream blocks."""
     hook = _hook(transformer)
     if hook is None:
         raise ValueError("cache-dit is not applied to this transformer (apply_cache_dit first)")
