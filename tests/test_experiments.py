@@ -29,6 +29,8 @@ SKIPPING = {
     "magcache": {"threshold": 1e6, "max_skip_steps": 2, "retention_ratio": 0.2, "mag_ratios": [1.0] * STEPS},
     "teacache": {"threshold": 1e6, "coefficients": [1.0, 0.0]},
     "cg-taylor": {"threshold": 1e6, "warmup_steps": 1},
+    **{f"cache-dit-{variant}": {"threshold": 0.9, "warmup_steps": 1}
+       for variant in ("dbcache", "dbcache-taylorseer", "dbcache-foca")},
 }
 
 
@@ -71,7 +73,8 @@ def test_every_method_reduces_flops_changes_output_and_is_removable(tiny):
         assert flops.total < full_flops, f"{method} on {kind}: FLOPs {flops.total} not below full {full_flops}"
         assert torch.isfinite(output).all(), f"{method} on {kind}"
         assert not torch.equal(output, reference), f"{method} on {kind} left the output unchanged"
-        if method not in ("fewer-steps", "cg-taylor"):
+        if method not in ("fewer-steps", "cg-taylor") and not method.startswith("cache-dit-"):
+            # (cache-dit keeps its buffers in its own context manager, outside the hook states the meter reads)
             assert meter.peak > 0, f"{method} on {kind}: no cache bytes measured"
     assert torch.equal(model(conditions, num_inference_steps=STEPS, seed=0), reference), "hooks not removed"
 

@@ -49,9 +49,8 @@ import torch
 
 from .api import apply_cg_taylor, cg_taylor_stats, remove_cg_taylor, reset_cg_taylor
 from .config import CGTaylorConfig
-from torch.utils.flop_counter import FlopCounterMode
 
-from .metrics import count_flops, input_signature, psnr, psnr_per_sample
+from .metrics import count_flops, flop_counter, input_signature, psnr, psnr_per_sample
 
 EXPAND_FACTOR = 4.0  # threshold step while bracketing
 MIN_THRESHOLD = 1e-5  # below this the gate forecasts (almost) nothing: treat as threshold 0
@@ -154,7 +153,7 @@ class _MemoFlops:
             key = input_signature(args, kwargs)
             counter = None
             if (key, True) not in self.memo or (key, False) not in self.memo:
-                counter = FlopCounterMode(display=False)
+                counter = flop_counter()
                 counter.__enter__()
             pending.append((key, counter))
 

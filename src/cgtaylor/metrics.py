@@ -49,6 +49,27 @@ def fidelity(output: torch.Tensor, reference: torch.Tensor) -> dict[str, float]:
     return {"psnr": psnr(output, reference), "ssim": ssim(output, reference), "rel_l2": relative_l2(output, reference)}
 
 
+class _TotalsOnly:
+    """Stands in for ``FlopCounterMode``'s module tracker: every FLOP counts once, under "Global". The tracker walks
+    the module tree on every call, which is slow and recurses forever on models that put a parent under a child
+    during their forward (cache-dit's patched transformers)."""
+
+    parents = ("Global",)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return None
+
+
+def flop_counter() -> FlopCounterMode:
+    """A ``FlopCounterMode`` that counts total FLOPs only (``get_total_flops()``), without per-module attribution."""
+    counter = FlopCounterMode(display=False)
+    counter.mod_tracker = _TotalsOnly()
+    return counter
+
+
 def input_signature(args, kwargs) -> tuple:
     """Shapes and dtypes of a call's tensor arguments: calls with equal signatures run the same FLOPs."""
 
@@ -74,7 +95,7 @@ class ModuleFlops:
         active: list[FlopCounterMode] = []
 
         def enter(module, args):
-            active.append(FlopCounterMode(display=False))
+            active.append(flop_counter())
             active[-1].__enter__()
 
         def leave(module, args, output):
@@ -93,7 +114,7 @@ class ModuleFlops:
 def count_flops(fn, module: torch.nn.Module | None = None) -> tuple[object, int]:
     """Run ``fn()`` and return its result with the FLOPs executed (inside ``module`` only, if given)."""
     if module is None:
-        with FlopCounterMode(display=False) as counter:
+        with flop_counter() as counter:
             result = fn()
         return result, counter.get_total_flops()
     meter = ModuleFlops(module)

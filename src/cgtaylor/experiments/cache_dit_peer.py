@@ -123,7 +123,7 @@ class CacheDitHook(ModelHook):
 
     def initialize_hook(self, module):
         cd = _cache_dit()
-        self._attrs = {m: set(vars(m)) for m in module.modules()}
+        self._attrs = {m: dict(vars(m)) for m in module.modules()}
         self._submodules = {m: set(m._modules) for m in module.modules()}
         adapter = cd.get_adapter(module)  # applies cache-dit's patch functor for the class, if any
         patterns = adapter.forward_pattern if isinstance(adapter.forward_pattern, list) else [adapter.forward_pattern]
@@ -160,10 +160,13 @@ class CacheDitHook(ModelHook):
         return module
 
     def _restore(self, module):
-        """Drop what cache-dit added (patched forwards, flags, the DiT functor's extra submodule)."""
-        for m, names in self._attrs.items():
-            for name in set(vars(m)) - names:
+        """Drop what cache-dit added or replaced (patched forwards, flags, the DiT functor's extra submodule)."""
+        for m, before in self._attrs.items():
+            for name in set(vars(m)) - set(before):
                 delattr(m, name)
+            for name, value in before.items():  # e.g. a `forward` left by an earlier diffusers hook, then patched
+                if vars(m).get(name) is not value:
+                    setattr(m, name, value)
             for name in set(m._modules) - self._submodules[m]:
                 del m._modules[name]
 

@@ -34,7 +34,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from ..blocks import find_blocks
 from ..io import atomic_torch_save, atomic_write_text
-from ..metrics import fidelity, input_signature
+from ..metrics import fidelity, flop_counter, input_signature
 from . import hooks as skip_hooks
 from .methods import METHOD_NAMES, make_generator
 from .models import _plain, evaluate_samples, load_model
@@ -70,7 +70,7 @@ class PerCallFlops:
 
     def __enter__(self):
         def enter(module, args):
-            self._active.append(FlopCounterMode(display=False))
+            self._active.append(flop_counter())
             self._active[-1].__enter__()
 
         def leave(module, args, output):
@@ -121,7 +121,7 @@ class MemoFlops:
             key = (id(module), input_signature(args, kwargs))
             counter = None
             if key not in self._memo or (not list(module.children()) and hooked(module)):
-                counter = FlopCounterMode(display=False)
+                counter = flop_counter()
                 counter.__enter__()
             self._stack.append((key, counter, self._leaf_runs, self._current))
 
@@ -488,10 +488,10 @@ class TableRunner:
             per_call_flops: list[int] = []
             computed_flags: list[bool] = []
             counter = FullStepCounter(transformer)
-            flop_counter = MemoFlops if all(r.get("memo_flops_exact") for r in refs) else PerCallFlops
+            counter_class = MemoFlops if all(r.get("memo_flops_exact") for r in refs) else PerCallFlops
             with skip_hooks.CacheBytesMeter(transformer) as meter, counter:
                 for seed in self.seeds:
-                    with flop_counter(transformer) as calls:
+                    with counter_class(transformer) as calls:
                         outputs.append(generator(conditions, seed))
                     flops += calls.total
                     stats = generator.cg_taylor_stats()
