@@ -21,7 +21,7 @@ def explorer():
 def test_flops_from_the_decisions_equal_counted_flops(explorer, name):
     settings = ExplorerSettings(model_name=name, threshold=0.2, warmup_steps=1)
     live = explorer.run(settings).gate
-    counted = run_gate(explorer.model(name), explorer.conditions(settings), settings.config(),
+    counted = run_gate(explorer.model(name), explorer.conditions(settings), settings.config(STEPS),
                        num_inference_steps=STEPS)
     assert live.full_flops == counted.full_flops
     assert live.accelerated_flops == counted.accelerated_flops < counted.full_flops

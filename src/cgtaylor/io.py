@@ -52,26 +52,30 @@ class DamagedFileWarning(UserWarning):
 
 def _damaged(path: Path, reason: str) -> None:
     warnings.warn(f"{path}: {reason}; treating it as missing: it is recomputed and this file replaced",
-                  DamagedFileWarning, stacklevel=3)
+                  DamagedFileWarning, stacklevel=4)
+
+
+def _read_record(path: Path, load, errors: tuple, what: str, required: tuple[str, ...]) -> dict | None:
+    if not path.exists():
+        return None
+    try:
+        record = load(path)
+    except errors as error:
+        _damaged(path, f"unreadable ({type(error).__name__}: {str(error)[:120]})")
+        return None
+    missing = [key for key in required if key not in record] if isinstance(record, dict) else list(required)
+    if not isinstance(record, dict) or missing:
+        _damaged(path, f"not {what} with the keys {list(required)} (missing {missing})")
+        return None
+    return record
 
 
 def read_json_record(path: str | os.PathLike, required: tuple[str, ...] = ()) -> dict | None:
     """The JSON object in ``path``, or None when the file is missing or is not a JSON object holding the keys
     ``required`` (random bytes, ``null``, ``[]``, ``{}``, a truncated write), with a :class:`DamagedFileWarning`
     naming the file in the second case."""
-    path = Path(path)
-    try:
-        record = json.loads(path.read_text())
-    except FileNotFoundError:
-        return None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        _damaged(path, f"unreadable ({type(error).__name__}: {error})")
-        return None
-    missing = [key for key in required if key not in record] if isinstance(record, dict) else list(required)
-    if not isinstance(record, dict) or missing:
-        _damaged(path, f"not a JSON object with the keys {list(required)} (missing {missing})")
-        return None
-    return record
+    return _read_record(Path(path), lambda p: json.loads(p.read_text()),
+                        (OSError, UnicodeDecodeError, json.JSONDecodeError), "a JSON object", required)
 
 
 def read_torch_record(path: str | os.PathLike, required: tuple[str, ...] = ()) -> dict | None:
@@ -79,19 +83,9 @@ def read_torch_record(path: str | os.PathLike, required: tuple[str, ...] = ()) -
     missing or unreadable or lacks the keys ``required``, with a :class:`DamagedFileWarning` naming it then."""
     import torch
 
-    path = Path(path)
-    if not path.exists():
-        return None
-    try:
-        record = torch.load(path, weights_only=True)
-    except Exception as error:  # torch raises many types here (RuntimeError, UnpicklingError, EOFError, ...)
-        _damaged(path, f"unreadable ({type(error).__name__}: {str(error)[:120]})")
-        return None
-    missing = [key for key in required if key not in record] if isinstance(record, dict) else list(required)
-    if not isinstance(record, dict) or missing:
-        _damaged(path, f"not a saved dict with the keys {list(required)} (missing {missing})")
-        return None
-    return record
+    # torch.load raises many types on a damaged file (RuntimeError, UnpicklingError, EOFError, ...)
+    return _read_record(Path(path), lambda p: torch.load(p, weights_only=True), (Exception,), "a saved dict",
+                        required)
 
 
 @contextmanager

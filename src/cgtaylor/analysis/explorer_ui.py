@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import html
 import io
+import time
 
 from .. import zoo
 from ..config import FORECAST_MODES, MAX_ORDER
@@ -75,10 +76,12 @@ def explorer_ui(explorer: GateExplorer, settings: ExplorerSettings):
         if busy:
             return
         readout.value = "<i>generating...</i>"
+        start = time.perf_counter()
         try:
             run = explorer.run(ExplorerSettings(**{name: c.value for name, c in controls.items()}))
             timeline.value, images.value = render(run)
-            readout.value = f"<b>{html.escape(run.readout())}</b>"
+            readout.value = (f"<b>{html.escape(run.readout())}</b>; generated in {run.seconds:.1f} s, drawn "
+                             f"{time.perf_counter() - start:.1f} s after the change")
         except Exception as error:  # shown in the read-out: the explorer stays usable
             readout.value = f"<b>error:</b> {html.escape(f'{type(error).__name__}: {error}')}"
 
