@@ -7,18 +7,17 @@
 # A stopped run resumes: finished table rows, cached references and executed notebooks are kept.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+(( $# <= 1 )) || { echo "usage: $0 [option]: one option at most (listed above in this script), got: $*" >&2; exit 2; }
 profile=default
 results="$root/results"
 guidance_eval=(--n-images 192)
 zoo_eval=(--n-images 192 --n-videos 16 --repeats 2)  # 192 samples: a 95% interval of about +-0.05 on an accuracy near 0.85
-usage="usage: $0 [--full|--quick]"
-if (( $# > 1 )); then echo "$usage (one option at most, got: $*)" >&2; exit 2; fi
 case "${1:-}" in
   --full) profile=full; zoo_eval=(--n-images 480 --n-videos 40 --repeats 3) ;;
   --quick) profile=quick; results="$root/results-quick"; zoo_eval=(--n-images 4 --n-videos 2 --steps 10 --repeats 1)
            guidance_eval=(--n-images 16 --strengths 1 1.5) ;;
   "") ;;
-  *) echo "$usage (unknown option: $1)" >&2; exit 2 ;;
+  *) echo "usage: $0 [--full|--quick]" >&2; exit 2 ;;
 esac
 python="$("$root/scripts/ensure_env.sh")"
 cd "$root"
