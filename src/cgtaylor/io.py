@@ -6,15 +6,17 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import threading
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
 
 
 def _temporary(path: Path) -> Path:
-    # One temporary per process: parallel Hydra multirun jobs may write the same file.
+    # One temporary per process and thread: parallel Hydra multirun jobs (or two runs into one results folder) may
+    # write the same file.
     path.parent.mkdir(parents=True, exist_ok=True)
-    return path.with_name(f".{path.name}.tmp{os.getpid()}")
+    return path.with_name(f".{path.name}.tmp{os.getpid()}-{threading.get_ident()}")
 
 
 def atomic_write_text(text: str, path: str | Path) -> None:
