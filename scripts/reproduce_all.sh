@@ -11,6 +11,7 @@
 # committed rows (it re-renders); --verify re-measures.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+(( $# <= 1 )) || { echo "usage: $0 [option]: one option at most (listed above in this script), got: $*" >&2; exit 2; }
 profile=default
 results="$root/results"
 guidance_eval=(--n-images 192)

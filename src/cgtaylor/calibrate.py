@@ -401,8 +401,12 @@ def calibrate_cg_taylor(
         )
     if target_speedup is not None and not (isinstance(target_speedup, (int, float)) and target_speedup > 1):
         raise ValueError(f"target_speedup must be a number > 1 (a FLOPs speedup), got {target_speedup!r}")
-    if min_psnr is not None and not (isinstance(min_psnr, (int, float)) and math.isfinite(min_psnr)):
-        raise ValueError(f"min_psnr must be a finite number of dB, got {min_psnr!r}")
+    if min_psnr is not None and not (isinstance(min_psnr, (int, float)) and math.isfinite(min_psnr) and min_psnr > 0):
+        # PSNR against a reference in the same value range is never negative, so a floor <= 0 accepts anything
+        raise ValueError(f"min_psnr must be a finite number of dB > 0 (e.g. 35.0), got {min_psnr!r}")
+    if not callable(generate):
+        raise TypeError(f"generate must be a zero-argument callable that runs one generation of the probe set and "
+                        f"returns its output, got {type(generate).__name__}")
     if flops not in ("memo", "exact"):
         raise ValueError(f"flops must be 'memo' or 'exact', got {flops!r}")
     if max_cost < 2:

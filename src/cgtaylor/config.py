@@ -7,6 +7,8 @@ from dataclasses import dataclass, fields, replace
 
 import torch
 
+from .checks import compute_dtype
+
 FORECAST_MODES = ("last_block", "residual")
 TAYLOR_FORMULAS = ("newton", "taylorseer")
 MAX_ORDER = 4
@@ -21,15 +23,7 @@ def _require_int(name: str, value, low: int, high: int | None = None) -> None:
 
 
 def _as_dtype(value) -> torch.dtype | None:
-    if value is None or isinstance(value, torch.dtype):
-        return value
-    if isinstance(value, str):
-        dtype = getattr(torch, value.replace("torch.", ""), None)
-        if isinstance(dtype, torch.dtype) and dtype.is_floating_point:
-            return dtype
-    raise ValueError(
-        f"CGTaylorConfig.cache_dtype must be None or a floating torch dtype (e.g. torch.float32, 'bfloat16'), got {value!r}"
-    )
+    return None if value is None else compute_dtype("CGTaylorConfig.cache_dtype (or None: as the features)", value)
 
 
 @dataclass
@@ -54,6 +48,9 @@ class CGTaylorConfig:
         cache_dtype / cache_device: where the Taylor factors are kept (None: as the features).
         analysis: compute every step in full while recording what the gate would have decided and both
             forecast errors; the forecasters are refreshed exactly as the gate would have refreshed them.
+
+    A config is immutable once built (the hooks read it while sampling, and every value was checked here):
+    ``config.with_updates(threshold=0.1)`` gives a checked copy.
     """
 
     threshold: float = 0.05
@@ -98,6 +95,13 @@ class CGTaylorConfig:
                 ) from error
         if not isinstance(self.analysis, bool):
             raise ValueError(f"CGTaylorConfig.analysis must be True or False, got {self.analysis!r}")
+        object.__setattr__(self, "_checked", True)
+
+    def __setattr__(self, name: str, value) -> None:
+        if self.__dict__.get("_checked"):
+            raise AttributeError(f"CGTaylorConfig is immutable, so {name} cannot be set after construction; "
+                                 f"make a checked copy with config.with_updates({name}=...)")
+        object.__setattr__(self, name, value)
 
     @classmethod
     def from_dict(cls, values: dict) -> "CGTaylorConfig":

@@ -61,12 +61,16 @@ def _as_grid(images: torch.Tensor) -> np.ndarray:
 
 
 def side_by_side(full: torch.Tensor, accelerated: torch.Tensor, title: str = ""):
-    """Full output, accelerated output and their absolute difference, one above the other."""
+    """Full output, accelerated output and their absolute difference: one above the other when the samples make
+    a wide strip (several images, a video's frames), else side by side (one or two images)."""
     difference = (accelerated.float() - full.float()).abs()
     grids = [_as_grid(full), _as_grid(accelerated), _as_grid(difference)]
     height, width = grids[0].shape[:2]
     fig_width = 10
-    fig, axes = plt.subplots(3, 1, figsize=(fig_width, 3 * fig_width * height / width + 1.2))
+    if width >= 3 * height:
+        fig, axes = plt.subplots(3, 1, figsize=(fig_width, 3 * fig_width * height / width + 1.2))
+    else:
+        fig, axes = plt.subplots(1, 3, figsize=(fig_width, fig_width / 3 * height / width + 1.2))
     for ax, grid, label in zip(axes, grids, ["full compute", "CG-Taylor", "|difference| (0-1 intensity scale)"]):
         is_difference = label.startswith("|")
         shown = ax.imshow(grid if grid.ndim == 2 or not is_difference else grid.mean(-1),

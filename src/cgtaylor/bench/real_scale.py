@@ -39,6 +39,7 @@ from ..api import apply_cg_taylor, cg_taylor_stats, remove_cg_taylor, reset_cg_t
 from ..config import CGTaylorConfig
 from ..gate import decide
 from ..io import atomic_write_csv, atomic_write_text
+from .arguments import checked
 
 CONF_DIR = Path(__file__).resolve().parents[3] / "conf" / "real_scale"
 MODEL_ORDER = ("dit-xl-2-256", "flux1-dev", "wan2.1-t2v-1.3b")  # cheapest first: the budget favours finishing
@@ -574,7 +575,7 @@ def parse_args(argv=None):
 
 
 def main(argv=None) -> list[ModelResult]:
-    args = parse_args(argv)
+    args = checked(parse_args(argv))  # every flag checked before any model is built
     args.argv = list(sys.argv[1:] if argv is None else argv)
     started = time.perf_counter()
     device = torch.device(args.device or ("cpu" if args.reduced or not torch.cuda.is_available() else "cuda"))

@@ -25,7 +25,7 @@ from diffusers.hooks import HookRegistry
 from ..api import FIRST_BLOCK_HOOK, MIDDLE_BLOCK_HOOK, _controller, apply_cg_taylor, cg_taylor_stats
 from ..blocks import find_blocks
 from ..config import CGTaylorConfig
-from ..io import atomic_write_text
+from ..io import atomic_write_text, computed_once, read_json_record
 from ..hooks import FirstBlockHook
 from . import diffusers_peers
 from . import hooks as skip_hooks
@@ -196,12 +196,17 @@ def cached_calibration(model, name: str, *, num_inference_steps: int, conditions
     """``calibrate`` with its answer kept in the JSON file ``path`` (per model, method and step count)."""
     if name not in CALIBRATED:
         return {}
-    if path is not None and Path(path).exists():
-        return json.loads(Path(path).read_text())
-    values = calibrate(model, name, num_inference_steps=num_inference_steps, conditions=conditions, seed=seed)
-    if path is not None:
-        atomic_write_text(json.dumps(values), path)
-    return values
+
+    def compute() -> dict:
+        return calibrate(model, name, num_inference_steps=num_inference_steps, conditions=conditions, seed=seed)
+
+    if path is None:
+        return compute()
+    return computed_once(path, lambda p: read_json_record(p, (CALIBRATED[name],)), compute, _write_json)
+
+
+def _write_json(values: dict, path) -> None:
+    atomic_write_text(json.dumps(values), path)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -285,9 +290,8 @@ def _target_generator(model, params, num_inference_steps, conditions, seed, cali
     if calibration_file is not None:
         digest = hashlib.sha1(json.dumps(params, sort_keys=True, default=str).encode()).hexdigest()[:10]
         path = Path(calibration_file).with_name(f"{Path(calibration_file).stem}-{digest}.json")
-    if path is not None and path.exists():
-        found = json.loads(path.read_text())
-    else:
+
+    def search() -> dict:
         try:
             result = calibrate_from_params(
                 model.transformer,
@@ -297,10 +301,11 @@ def _target_generator(model, params, num_inference_steps, conditions, seed, cali
             )
         finally:
             skip_hooks.remove_all_hooks(model.transformer)
-        found = {"threshold": result.config.threshold, "reached": result.report.reached,
-                 "probe_speedup": result.report.speedup, "summary": result.report.summary()}
-        if path is not None:
-            atomic_write_text(json.dumps(found), path)
+        return {"threshold": result.config.threshold, "reached": result.report.reached,
+                "probe_speedup": result.report.speedup, "summary": result.report.summary()}
+
+    found = search() if path is None else computed_once(path, lambda p: read_json_record(p, ("threshold",)), search,
+                                                         _write_json)
     cg_params = {k: v for k, v in params.items() if k not in CALIBRATION_KEYS}
     cg_params["threshold"] = float(found["threshold"])
     generator = MethodGenerator(model, "cg-taylor", cg_params, num_inference_steps)

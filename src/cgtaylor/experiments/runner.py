@@ -33,7 +33,9 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from ..blocks import find_blocks
-from ..io import atomic_torch_save, atomic_write_text
+from ..checks import positive_int
+from ..io import (atomic_torch_save, atomic_write_text, computed_once, file_lock, lock_path, read_json_record,
+                  read_torch_record)
 from ..metrics import fidelity, flop_counter, input_signature
 from . import hooks as skip_hooks
 from .methods import METHOD_NAMES, make_generator
@@ -43,6 +45,8 @@ from .tables import write_table
 # ----------------------------------------------------------------------------------------------------------------------
 # Small utilities
 # ----------------------------------------------------------------------------------------------------------------------
+ROW_KEYS = ("key", "method", "group", "setting")  # a row file without them is damaged: recomputed
+REFERENCE_KEYS = ("output", "flops", "calls", "memo_flops_exact")
 
 
 def _digest(value, n: int = 12) -> str:
@@ -334,9 +338,9 @@ class TableRunner:
         self.tables_dir = self.results_dir / "tables"
         self.cache_dir = Path(self.cfg.get("cache_dir") or self.tables_dir / ".cache")
         self.progress = bool(self.cfg.get("progress", True))
-        self.steps = int(self.model_cfg.get("num_inference_steps", self.profile.get("num_inference_steps", 50)))
-        if self.profile.get("num_inference_steps") is not None:
-            self.steps = int(self.profile["num_inference_steps"])
+        steps_from = "profile" if self.profile.get("num_inference_steps") is not None else "model"
+        steps = (self.profile if steps_from == "profile" else self.model_cfg).get("num_inference_steps", 50)
+        self.steps = positive_int(f"{steps_from}.num_inference_steps", steps)
         self.seeds = [int(s) for s in self.profile.get("seeds", [0])]
         self.num_conditions = int(self.profile.get("num_conditions", 8))
         self.repeats = int(self.profile.get("wallclock_repeats", 2))
@@ -380,9 +384,11 @@ class TableRunner:
 
     def reference(self, seed: int) -> dict:
         path = self.cache_dir / self.model_cfg["name"] / f"full-{_digest(self.workload, 10)}-seed{seed}.pt"
-        if path.exists():
-            return torch.load(path, weights_only=True)
         _ensure_ignored(self.cache_dir)
+        return computed_once(path, lambda p: read_torch_record(p, REFERENCE_KEYS), lambda: self._full_reference(seed),
+                             atomic_torch_save)
+
+    def _full_reference(self, seed: int) -> dict:
         transformer = self.model.transformer
         skip_hooks.remove_all_hooks(transformer)
         with PerCallFlops(transformer) as flops, MemoFlops(transformer) as memo:
@@ -390,10 +396,8 @@ class TableRunner:
         start = time.perf_counter()
         self.model(self.conditions(), num_inference_steps=self.steps, seed=seed)
         seconds = time.perf_counter() - start
-        result = {"output": output, "flops": flops.total, "calls": len(flops.calls), "seconds": seconds,
-                  "memo_flops_exact": memo.calls == flops.calls}
-        atomic_torch_save(result, path)
-        return result
+        return {"output": output, "flops": flops.total, "calls": len(flops.calls), "seconds": seconds,
+                "memo_flops_exact": memo.calls == flops.calls}
 
     # --- rows ---------------------------------------------------------------------------------------------------------
     def rows(self) -> list[dict]:
@@ -402,11 +406,9 @@ class TableRunner:
     def finished(self) -> dict[str, dict]:
         done = {}
         for path in sorted(self.rows_dir().glob("*.json")):
-            try:
-                row = json.loads(path.read_text())
-            except json.JSONDecodeError:
-                continue  # a torn write from another process: recomputed
-            done[path.stem] = row
+            row = read_json_record(path, ROW_KEYS)  # None for a damaged row, which is then recomputed
+            if row is not None:
+                done[path.stem] = row
         return done
 
     def run(self) -> pd.DataFrame:
@@ -424,14 +426,18 @@ class TableRunner:
             same = {(r["method"], r["params"]): r for r in done.values()}  # one measurement per method+params
             for row in bar:
                 bar.set_postfix_str(f"{row['method']} {row['setting']}"[:60])
-                params = json.dumps(row["params"], sort_keys=True, default=_json_default)
-                if (row["method"], params) in same:  # e.g. an ablation's base point shared by several groups
-                    result = dict(same[(row["method"], params)], group=row["group"], setting=row["setting"],
-                                  key=row_key(row))
-                else:
-                    result = self.measure(row, refs)
-                    same[(row["method"], params)] = result
-                atomic_write_text(json.dumps(result, default=_json_default), self.rows_dir() / f"{row_key(row)}.json")
+                path = self.rows_dir() / f"{row_key(row)}.json"
+                with file_lock(lock_path(path)):
+                    if read_json_record(path, ROW_KEYS) is not None:
+                        continue  # another run into this results folder finished the row while this one waited
+                    params = json.dumps(row["params"], sort_keys=True, default=_json_default)
+                    if (row["method"], params) in same:  # e.g. an ablation's base point shared by several groups
+                        result = dict(same[(row["method"], params)], group=row["group"], setting=row["setting"],
+                                      key=row_key(row))
+                    else:
+                        result = self.measure(row, refs)
+                        same[(row["method"], params)] = result
+                    atomic_write_text(json.dumps(result, default=_json_default), path)
                 computed.append(row_key(row))
                 self.write(rows)
         self.computed_keys = computed

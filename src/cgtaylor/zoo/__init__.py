@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 
+from ..checks import compute_dtype
 from ..io import file_digest
 from .models import (  # noqa: F401
     ARCH, NAME_KIND, TINY_OVERRIDES, CaptionEmbedding, DiTDigits, FluxDigits, WanDigits, ZooModel,
@@ -74,6 +75,11 @@ def _plain(cfg: dict) -> dict:
 
 
 def _resolve(name_or_path: str | os.PathLike) -> Path:
+    if not isinstance(name_or_path, (str, os.PathLike)):
+        raise TypeError(f"zoo model name must be one of {list(MODEL_NAMES)} or a path to saved weights "
+                        f"(a directory or a .json / .safetensors file), got {type(name_or_path).__name__}")
+    if not str(name_or_path).strip():
+        raise ValueError(f"zoo model name is empty; give one of {list(MODEL_NAMES)} or a path to saved weights")
     if str(name_or_path) in NAME_KIND:
         p = WEIGHTS_DIR / f"{name_or_path}.json"
         if not p.exists():
@@ -108,10 +114,12 @@ def _weights_digest(path: str, inode: int, mtime_ns: int, size: int) -> str:
     return file_digest(path, "sha1")[:12]
 
 
-def load(name: str | os.PathLike, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> ZooModel:
-    """Load a shipped zoo model by name (see ``MODEL_NAMES``) or a saved one from a directory / .json path."""
+def load(name: str | os.PathLike, device: str | torch.device = "cpu", dtype: torch.dtype | str = torch.float32) -> ZooModel:
+    """Load a shipped zoo model by name (see ``MODEL_NAMES``) or a saved one from a directory / .json path;
+    ``dtype`` is a torch dtype or its name (``"bfloat16"``)."""
     from safetensors.torch import load_file
 
+    dtype = compute_dtype("zoo.load dtype", dtype)
     js = _resolve(name)
     meta = json.loads(js.read_text())
     model = new_model(meta["name"], meta["kind"], meta["transformer_config"], meta.get("text_encoder_config"), meta)

@@ -14,12 +14,14 @@ same call pattern as in the real pipelines.
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterable
 from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
 import torch.nn as nn
 
+from ..checks import positive_int
 from . import data
 
 NULL_LABEL = 10
@@ -268,6 +270,14 @@ class ZooModel:
         return f"{type(self).__name__}(name={self.name!r}, num_blocks={self.num_blocks})"
 
     # --- conditions --------------------------------------------------------------------------------
+    condition_form = ""  # what one condition is, for error messages
+
+    def _condition_list(self, conditions) -> list:
+        if isinstance(conditions, (str, bytes)) or not isinstance(conditions, Iterable):
+            raise TypeError(f"{self.name} conditions must be a list of {self.condition_form}, "
+                            f"got {type(conditions).__name__} {conditions!r}")
+        return list(conditions)
+
     def parse(self, conditions: Sequence) -> list:
         raise NotImplementedError
 
@@ -279,7 +289,8 @@ class ZooModel:
         raise NotImplementedError
 
     def __call__(self, conditions: Sequence, num_inference_steps: int = 50, seed: int = 0, **kwargs) -> torch.Tensor:
-        conds = self.parse(conditions)
+        num_inference_steps = positive_int("num_inference_steps", num_inference_steps)
+        conds = self.parse(self._condition_list(conditions))
         unknown = set(kwargs) - set(self.sampler_defaults)
         if unknown:
             raise TypeError(f"{self.name} sampler got unexpected arguments {sorted(unknown)}; accepts {sorted(self.sampler_defaults)}")
@@ -309,6 +320,7 @@ def _offset(seed: int, m: int) -> int:
 
 class DiTDigits(ZooModel):
     kind = "dit"
+    condition_form = "class labels (integers 0-9)"
 
     def parse(self, conditions):
         out = []
@@ -354,6 +366,7 @@ class DiTDigits(ZooModel):
 
 class FluxDigits(ZooModel):
     kind = "flux"
+    condition_form = "captions ('a {colour} {digit} in the {position}')"
 
     def parse(self, conditions):
         if isinstance(conditions, str) or not len(conditions):
@@ -393,6 +406,7 @@ class FluxDigits(ZooModel):
 
 class WanDigits(ZooModel):
     kind = "wan"
+    condition_form = "captions ('a {digit} moving {direction}')"
 
     def parse(self, conditions):
         if isinstance(conditions, str) or not len(conditions):
