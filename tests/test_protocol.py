@@ -183,5 +183,11 @@ def test_comparison_on_a_tiny_model_writes_rows_verdicts_and_the_results_section
     text = write_results_readme(tmp_path)
     assert "### dit-digits, 8 steps" in text and (tmp_path / "README.md").read_text() == text
     again = run_comparison(cfg.model, comparison, tmp_path, steps=8, progress=False)  # resumes: nothing recomputed
-    pd_equal = again.drop(columns=["machine"]).equals(frame.drop(columns=["machine"]))
-    assert pd_equal
+    assert again.drop(columns=["machine"]).equals(frame.drop(columns=["machine"]))
+    damaged = sorted((tmp_path / "comparison" / "rows").rglob("test/fora-*.json"))[0]
+    damaged.write_bytes(b"\x00\xff not json")
+    from cgtaylor.io import DamagedFileWarning
+
+    with pytest.warns(DamagedFileWarning, match=damaged.name):
+        recovered = run_comparison(cfg.model, comparison, tmp_path, steps=8, progress=False)
+    assert recovered.drop(columns=["machine"]).equals(frame.drop(columns=["machine"]))

@@ -4,7 +4,8 @@
 (outputs and FLOPs, cached in ``cache_dir``) and, for ``evaluate(method, params, sample_set)``, samples the set with
 the method applied under FLOP counting and scores every sample against the reference: PSNR (dB, capped at
 ``PSNR_CAP`` for identical outputs), SSIM and relative L2. Each result is a JSON file in ``rows_dir``; an unreadable
-one is recomputed, so a stopped run loses nothing it finished.
+one is recomputed (with a warning naming it), so a stopped run loses nothing it finished, and two runs sharing a
+results folder compute each file once (:func:`cgtaylor.io.computed_once`).
 """
 
 from __future__ import annotations
@@ -12,12 +13,11 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import warnings
 from pathlib import Path
 
 import torch
 
-from ..io import atomic_torch_save, atomic_write_text
+from ..io import atomic_torch_save, atomic_write_text, computed_once, read_json_record, read_torch_record
 from ..metrics import psnr_per_sample, relative_l2, ssim
 from . import hooks as skip_hooks
 from .methods import make_generator
@@ -40,12 +40,12 @@ def per_sample_scores(output: torch.Tensor, reference: torch.Tensor) -> dict[str
     }
 
 
-def _read_json(path: Path) -> dict | None:
-    try:
-        value = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        return None
-    return value if isinstance(value, dict) and "flops" in value else None
+def _read_row(path: Path) -> dict | None:
+    return read_json_record(path, required=("flops", "speedup", "psnr"))
+
+
+def _write_row(row: dict, path: Path) -> None:
+    atomic_write_text(json.dumps(row), path)
 
 
 class SettingEvaluator:
@@ -65,17 +65,10 @@ class SettingEvaluator:
         if key in self._references:
             return self._references[key]
         path = self.cache_dir / f"full-{sample_set.name}-{key}.pt"
-        result = None
-        if path.exists():
-            try:
-                result = torch.load(path, weights_only=True)
-            except Exception:  # a damaged cache file is recomputed
-                warnings.warn(f"unreadable cached reference {path}: recomputed")
-        if result is None:
-            result = self._full(sample_set)
-            atomic_torch_save(result, path)
-        self._references[key] = result
-        return result
+        self._references[key] = computed_once(
+            path, lambda p: read_torch_record(p, required=("output", "flops", "memo_flops_exact")),
+            lambda: self._full(sample_set), atomic_torch_save)
+        return self._references[key]
 
     def _full(self, sample_set: SampleSet) -> dict:
         transformer = self.model.transformer
@@ -99,13 +92,12 @@ class SettingEvaluator:
         reference = self.reference(sample_set)
         key = digest([method, params, sample_set.identity(), self.steps])
         path = self.rows_dir / sample_set.name / f"{method}-{key}.json"
-        stored = _read_json(path) if path.exists() else None
-        if stored is not None:
-            return stored
-        result = self._run(method, params, sample_set, reference)
-        atomic_write_text(json.dumps(result), path)
-        self.computed += 1
-        return result
+
+        def compute() -> dict:
+            self.computed += 1
+            return self._run(method, params, sample_set, reference)
+
+        return computed_once(path, _read_row, compute, _write_row)
 
     def _run(self, method: str, params: dict, sample_set: SampleSet, reference: dict) -> dict:
         model, transformer = self.model, self.model.transformer
