@@ -64,7 +64,7 @@ def apply_cg_taylor(target, config: CGTaylorConfig | None = None) -> None:
             )
         blocks = find_blocks(transformer)  # validates before anything is changed
         remove_cg_taylor(transformer)
-        controller = CGTaylorController(config, steps_provider)
+        controller = CGTaylorController(config, steps_provider, transformer)
         HookRegistry.check_if_exists_or_initialize(transformer).register_hook(
             CGTaylorTransformerHook(controller), TRANSFORMER_HOOK
         )

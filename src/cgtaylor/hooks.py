@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import weakref
 
 import torch
 from diffusers.hooks.hooks import BaseState, CacheContext, ModelHook, StateManager
@@ -16,17 +17,12 @@ from diffusers.hooks.hooks import BaseState, CacheContext, ModelHook, StateManag
 from .blocks import block_metadata
 from .config import CGTaylorConfig
 from .gate import GateDecision, SharedDecisions, decide
+from .parallel import context_parallel_group, relative_l1
 from .stats import CGTaylorStats, StepRecord
 from .taylor import TaylorLadder
 
 DEFAULT_CONTEXT = "default"
 logger = logging.getLogger("cgtaylor")
-
-
-def relative_l1(estimate: torch.Tensor, actual: torch.Tensor) -> float:
-    actual = actual.float()
-    ratio = (estimate.float() - actual).abs().mean() / actual.abs().mean().clamp_min(1e-12)
-    return float(ratio.item())
 
 
 class CGTaylorState(BaseState):
@@ -69,8 +65,10 @@ class CGTaylorState(BaseState):
 class CGTaylorController:
     """The method itself, shared by the hooks of one transformer."""
 
-    def __init__(self, config: CGTaylorConfig, steps_provider=None):
+    def __init__(self, config: CGTaylorConfig, steps_provider=None, transformer: torch.nn.Module | None = None):
         self.config = config
+        # Weak, as the transformer holds this controller through its hooks.
+        self._transformer = weakref.ref(transformer) if transformer is not None else lambda: None
         self.state_manager = StateManager(CGTaylorState, (config,))
         self.shared = SharedDecisions()
         self.stats = CGTaylorStats()
@@ -141,7 +139,8 @@ class CGTaylorController:
             state.last.clear()
         error = None
         if state.first.ready and (step >= config.warmup_steps or config.analysis):
-            error = relative_l1(state.first.forecast(step), first_output)
+            # Under context parallelism all ranks sum the error over their shards: one decision for all.
+            error = relative_l1(state.first.forecast(step), first_output, context_parallel_group(self._transformer()))
 
         decision = None if self.shared.is_leader(name) else self.shared.lookup(step)
         if decision is None:

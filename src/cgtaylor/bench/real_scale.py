@@ -264,6 +264,7 @@ class Driver:
         # As the diffusers pipelines do at the end of __call__.
         HookRegistry.check_if_exists_or_initialize(self.transformer).reset_stateful_hooks()
         self.last_finite = bool(torch.isfinite(x).all())
+        self.last_sample = x
         return RunTiming(total, steps)
 
 
