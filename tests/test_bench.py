@@ -104,3 +104,17 @@ def test_stopped_run_keeps_the_models_already_measured(tmp_path, monkeypatch):
 def test_empty_model_list_is_refused(tmp_path):
     with pytest.raises(SystemExit, match="--models names no model"):
         main(["--reduced", "--models", " , ", "--out", str(tmp_path / "r.md")])
+
+
+def test_reduced_run_compiled(tmp_path):
+    # Plain and CG-Taylor both compiled (regional, inductor): the forced schedule holds and both are reported.
+    out = tmp_path / "real_scale.md"
+    results = main(["--reduced", "--compile", "regional", "--models", "flux1-dev", "--out", str(out), "--steps", "6",
+                    "--probe-steps", "5", "--full-steps", "23"])
+    assert "torch.compile: regional" in out.read_text()
+    table = pd.read_csv(out.with_suffix(".csv"))
+    assert (table["compile"] == "regional").all() and table.finite.all()
+    assert table[table.method == "cg_taylor"].schedule_ok.all()
+    (result,) = results
+    assert result.first_run_s["plain"] > 0 and result.first_run_s["cg_taylor"] > 0
+    assert result.forecast_step_s is not None and not result.notes

@@ -11,7 +11,8 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from cgtaylor import CGTaylorConfig, apply_cg_taylor, cg_taylor_stats
+from cgtaylor import CGTaylorConfig, apply_cg_taylor
+from cgtaylor.bench.compile_probe import decisions, mixed_threshold
 from cgtaylor.bench.real_scale import Driver, build_transformer, load_spec
 
 WORLD = 2
@@ -25,14 +26,10 @@ def _model(family: str):
     return spec, build_transformer(spec, torch.device("cpu"), torch.float32)
 
 
-def _decisions(transformer) -> list[tuple]:
-    return [(r.context, r.step, r.computed, r.reason, r.first_block_error) for r in cg_taylor_stats(transformer).records]
-
-
 def _generate(spec, transformer, seed: int = 0):
     driver = Driver(spec, transformer, torch.device("cpu"), torch.float32, seed=seed)
     driver.run(STEPS)
-    return driver.last_sample, _decisions(transformer)
+    return driver.last_sample, decisions(transformer)
 
 
 def _parallelise(transformer) -> None:
@@ -76,20 +73,11 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _mixed_threshold(family: str) -> float:
-    """A threshold between two of the single-process run's first-block errors, so both decisions occur."""
-    spec, transformer = _model(family)
-    apply_cg_taylor(transformer, CGTaylorConfig(**spec.cg_taylor).with_updates(threshold=0.0, analysis=True,
-                                                                               warmup_steps=2))
-    _generate(spec, transformer)
-    errors = sorted(e for *_, e in _decisions(transformer) if e is not None)
-    middle = len(errors) // 2
-    return (errors[middle - 1] + errors[middle]) / 2
-
-
 def _config(family: str) -> CGTaylorConfig:
-    spec = load_spec(SPECS[family], reduced=True)
-    return CGTaylorConfig(**spec.cg_taylor).with_updates(threshold=_mixed_threshold(family), warmup_steps=2)
+    """Paper settings with a threshold between the single-process run's first-block errors: both decisions occur."""
+    spec, transformer = _model(family)
+    return CGTaylorConfig(**spec.cg_taylor).with_updates(threshold=mixed_threshold(spec, transformer, STEPS),
+                                                         warmup_steps=2)
 
 
 @pytest.fixture(scope="module")
@@ -112,11 +100,11 @@ def test_ulysses_two_ranks_take_one_decision_and_match_one_process(family, two_r
 
     for order in ("applied_before", "applied_after"):
         for rank in ranks:
-            sample, decisions = rank[family][order]
+            sample, rank_decisions = rank[family][order]
             torch.testing.assert_close(sample, reference, rtol=1e-4, atol=1e-5, msg=order)
-            assert [d[:4] for d in decisions] == [d[:4] for d in reference_decisions], order
-            assert [d[4] is None for d in decisions] == [d[4] is None for d in reference_decisions]
-            torch.testing.assert_close([d[4] or 0.0 for d in decisions],
+            assert [d[:4] for d in rank_decisions] == [d[:4] for d in reference_decisions], order
+            assert [d[4] is None for d in rank_decisions] == [d[4] is None for d in reference_decisions]
+            torch.testing.assert_close([d[4] or 0.0 for d in rank_decisions],
                                        [d[4] or 0.0 for d in reference_decisions], rtol=1e-4, atol=1e-7)
     # Different inputs per rank: the outputs differ, the decisions (and the error they came from) do not.
     own = [rank[family]["own_input"] for rank in ranks]

@@ -41,7 +41,7 @@ class CGTaylorState(BaseState):
         self.num_steps = num_steps
         self.calls = 0
         self.step = 0
-        self.last_timestep: float | None = None
+        self.last_timestep: float | torch.Tensor | None = None  # a tensor until its value is needed
         self.last_step_index: int | None = None
         self.consecutive_forecasts = 0
         self.decision = GateDecision(True, "first")
@@ -91,12 +91,14 @@ class CGTaylorController:
         return self.config.num_inference_steps
 
     @torch.compiler.disable
-    def begin_call(self, timestep: float | None) -> None:
+    def begin_call(self, timestep) -> None:
         if self.state_manager._context is None:
             # DiT and several pipeline variants never set a cache context.
             self.state_manager.set_context(CacheContext(DEFAULT_CONTEXT))
         context = self.state_manager.context
         state = self._state()
+        # Reading the timestep's value waits for the device: only done where the step index is unknown.
+        timestep = _timestep_value(timestep) if context.step_index is None else _timestep_tensor(timestep)
         if state.calls == 0 or self._starts_new_trajectory(state, context, timestep):
             state.start_trajectory(self._resolve_num_steps(context))
             self._warn_if_nothing_to_skip(state.num_steps)
@@ -241,7 +243,7 @@ class CGTaylorTransformerHook(ModelHook):
         timestep = kwargs.get("timestep")
         if timestep is None and self._timestep_index is not None and self._timestep_index < len(args):
             timestep = args[self._timestep_index]
-        self.controller.begin_call(_scalar_timestep(timestep))
+        self.controller.begin_call(timestep)
         return args, kwargs
 
     def reset_state(self, module):
@@ -249,12 +251,16 @@ class CGTaylorTransformerHook(ModelHook):
         return module
 
 
-def _scalar_timestep(timestep) -> float | None:
-    if timestep is None:
-        return None
+def _timestep_tensor(timestep) -> torch.Tensor | float | None:
+    """The (largest) timestep of a call, still on its device."""
     if isinstance(timestep, torch.Tensor):
-        return float(timestep.detach().float().max().item()) if timestep.numel() else None
-    return float(timestep)
+        return timestep.detach().float().max() if timestep.numel() else None
+    return None if timestep is None else float(timestep)
+
+
+def _timestep_value(timestep) -> float | None:
+    timestep = _timestep_tensor(timestep)
+    return float(timestep.item()) if isinstance(timestep, torch.Tensor) else timestep
 
 
 class _BlockHook(ModelHook):
