@@ -36,7 +36,7 @@ def _row(probe) -> dict:
         "recompiles after first generation": probe.recompiles,
         "host syncs per computed step": joined(probe.syncs_per_step["computed"]),
         "host syncs per forecast step": joined(probe.syncs_per_step["forecast"]),
-        "max |compiled - eager|": f"{probe.max_abs_diff:.1e}", "same decisions": probe.same_decisions,
+        "max abs(compiled - eager)": f"{probe.max_abs_diff:.1e}", "same decisions": probe.same_decisions,
     }
 
 

@@ -111,3 +111,12 @@ def test_ulysses_two_ranks_take_one_decision_and_match_one_process(family, two_r
     assert not torch.allclose(own[0][0], own[1][0])
     assert own[0][1] == own[1][1]
     assert [d[:2] for d in own[0][1]] == [d[:2] for d in reference_decisions]
+
+
+def test_single_process_gate_uses_no_collective():
+    from cgtaylor.parallel import context_parallel_group, relative_l1
+
+    _, transformer = _model("flux")
+    assert not dist.is_initialized() and context_parallel_group(transformer) is None
+    actual, estimate = torch.tensor([1.0, -2.0, 3.0]), torch.tensor([1.5, -2.0, 2.0])
+    assert relative_l1(estimate, actual) == pytest.approx(1.5 / 6.0)
