@@ -53,7 +53,8 @@ def mixed_threshold(spec, transformer, num_steps: int, seed: int = 0) -> float:
     """
     apply_cg_taylor(transformer, CGTaylorConfig(**spec.cg_taylor).with_updates(
         threshold=0.0, analysis=True, warmup_steps=2, num_inference_steps=num_steps))
-    Driver(spec, transformer, torch.device("cpu"), torch.float32, seed=seed).run(num_steps)
+    weight = next(transformer.parameters())
+    Driver(spec, transformer, weight.device, weight.dtype, seed=seed).run(num_steps)
     errors = sorted(e for *_, e in decisions(transformer) if e is not None)
     remove_cg_taylor(transformer)
     if len(errors) < 2:
