@@ -105,3 +105,19 @@ def test_empty_model_list_is_refused(tmp_path, capsys):
     with pytest.raises(SystemExit) as stop:
         main(["--reduced", "--models", " , ", "--out", str(tmp_path / "r.md")])
     assert stop.value.code == 2 and "argument --models: names no model" in capsys.readouterr().err
+
+
+def test_reduced_run_compiled(tmp_path):
+    # Plain and CG-Taylor both compiled (regional, inductor): the forced schedule holds and both are reported. The
+    # budget leaves room for compiling on a slow machine (the reduced default of 60 s would skip the schedules).
+    out = tmp_path / "real_scale.md"
+    results = main(["--reduced", "--compile", "regional", "--models", "flux1-dev", "--budget-s", "900",
+                    "--out", str(out), "--steps", "6", "--probe-steps", "5", "--full-steps", "23"])
+    assert "torch.compile: regional" in out.read_text()
+    table = pd.read_csv(out.with_suffix(".csv"))
+    assert (table["compile"] == "regional").all() and table.finite.all()
+    forced = table[table.method == "cg_taylor"]
+    assert len(forced) == 1 and forced.schedule_ok.all()
+    (result,) = results
+    assert result.first_run_s["plain"] > 0 and result.first_run_s["cg_taylor"] > 0
+    assert result.forecast_step_s is not None and not result.notes

@@ -6,6 +6,7 @@ import weakref
 
 import torch
 from diffusers.hooks import HookRegistry
+from diffusers.utils.torch_utils import unwrap_module
 
 from .blocks import find_blocks
 from .config import CGTaylorConfig
@@ -27,11 +28,14 @@ def _scheduler_steps(pipeline) -> int | None:
 
 
 def _targets(target) -> tuple[list[torch.nn.Module], object | None]:
-    """The transformers to accelerate and, for a pipeline, a callable giving its current step count."""
+    """The transformers to accelerate and, for a pipeline, a callable giving its current step count.
+
+    A ``torch.compile``d transformer is unwrapped: the hooks go on the model it compiles, which it then retraces.
+    """
     if isinstance(target, torch.nn.Module):
-        return [target], None
+        return [unwrap_module(target)], None
     transformers = [getattr(target, name, None) for name in _PIPELINE_TRANSFORMERS]
-    transformers = [t for t in transformers if isinstance(t, torch.nn.Module)]
+    transformers = [unwrap_module(t) for t in transformers if isinstance(t, torch.nn.Module)]
     if not transformers:
         raise TypeError(
             "apply_cg_taylor expects a diffusers pipeline with a `transformer` (DiTPipeline, FluxPipeline, "
@@ -64,7 +68,7 @@ def apply_cg_taylor(target, config: CGTaylorConfig | None = None) -> None:
             )
         blocks = find_blocks(transformer)  # validates before anything is changed
         remove_cg_taylor(transformer)
-        controller = CGTaylorController(config, steps_provider)
+        controller = CGTaylorController(config, steps_provider, transformer)
         HookRegistry.check_if_exists_or_initialize(transformer).register_hook(
             CGTaylorTransformerHook(controller), TRANSFORMER_HOOK
         )
@@ -110,6 +114,9 @@ def cg_taylor_stats(target) -> CGTaylorStats:
     """Per cache context and step, what the gate decided during the last generation (or since the last reset)."""
     merged = CGTaylorStats()
     for controller in _controllers(target):
+        for record in controller.stats.records:
+            if isinstance(record.timestep, torch.Tensor):  # kept on the device during the run (no sync per call)
+                record.timestep = float(record.timestep)
         merged.records.extend(controller.stats.records)
         for name, nbytes in controller.stats.cache_bytes.items():
             merged.cache_bytes[name] = merged.cache_bytes.get(name, 0) + nbytes

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import weakref
 
 import torch
 from diffusers.hooks.hooks import BaseState, CacheContext, ModelHook, StateManager
@@ -16,17 +17,12 @@ from diffusers.hooks.hooks import BaseState, CacheContext, ModelHook, StateManag
 from .blocks import block_metadata
 from .config import CGTaylorConfig
 from .gate import GateDecision, SharedDecisions, decide
+from .parallel import context_parallel_group, relative_l1
 from .stats import CGTaylorStats, StepRecord
 from .taylor import TaylorLadder
 
 DEFAULT_CONTEXT = "default"
 logger = logging.getLogger("cgtaylor")
-
-
-def relative_l1(estimate: torch.Tensor, actual: torch.Tensor) -> float:
-    actual = actual.float()
-    ratio = (estimate.float() - actual).abs().mean() / actual.abs().mean().clamp_min(1e-12)
-    return float(ratio.item())
 
 
 class CGTaylorState(BaseState):
@@ -45,7 +41,7 @@ class CGTaylorState(BaseState):
         self.num_steps = num_steps
         self.calls = 0
         self.step = 0
-        self.last_timestep: float | None = None
+        self.last_timestep: float | torch.Tensor | None = None  # a tensor until its value is needed
         self.last_step_index: int | None = None
         self.consecutive_forecasts = 0
         self.decision = GateDecision(True, "first")
@@ -69,8 +65,10 @@ class CGTaylorState(BaseState):
 class CGTaylorController:
     """The method itself, shared by the hooks of one transformer."""
 
-    def __init__(self, config: CGTaylorConfig, steps_provider=None):
+    def __init__(self, config: CGTaylorConfig, steps_provider=None, transformer: torch.nn.Module | None = None):
         self.config = config
+        # Weak, as the transformer holds this controller through its hooks.
+        self._transformer = weakref.ref(transformer) if transformer is not None else lambda: None
         self.state_manager = StateManager(CGTaylorState, (config,))
         self.shared = SharedDecisions()
         self.stats = CGTaylorStats()
@@ -93,12 +91,14 @@ class CGTaylorController:
         return self.config.num_inference_steps
 
     @torch.compiler.disable
-    def begin_call(self, timestep: float | None) -> None:
+    def begin_call(self, timestep) -> None:
         if self.state_manager._context is None:
             # DiT and several pipeline variants never set a cache context.
             self.state_manager.set_context(CacheContext(DEFAULT_CONTEXT))
         context = self.state_manager.context
         state = self._state()
+        # Reading the timestep's value waits for the device: only done where the step index is unknown.
+        timestep = _timestep_value(timestep) if context.step_index is None else _timestep_tensor(timestep)
         if state.calls == 0 or self._starts_new_trajectory(state, context, timestep):
             state.start_trajectory(self._resolve_num_steps(context))
             self._warn_if_nothing_to_skip(state.num_steps)
@@ -141,7 +141,8 @@ class CGTaylorController:
             state.last.clear()
         error = None
         if state.first.ready and (step >= config.warmup_steps or config.analysis):
-            error = relative_l1(state.first.forecast(step), first_output)
+            # Under context parallelism all ranks sum the error over their shards: one decision for all.
+            error = relative_l1(state.first.forecast(step), first_output, context_parallel_group(self._transformer()))
 
         decision = None if self.shared.is_leader(name) else self.shared.lookup(step)
         if decision is None:
@@ -242,7 +243,7 @@ class CGTaylorTransformerHook(ModelHook):
         timestep = kwargs.get("timestep")
         if timestep is None and self._timestep_index is not None and self._timestep_index < len(args):
             timestep = args[self._timestep_index]
-        self.controller.begin_call(_scalar_timestep(timestep))
+        self.controller.begin_call(timestep)
         return args, kwargs
 
     def reset_state(self, module):
@@ -250,12 +251,16 @@ class CGTaylorTransformerHook(ModelHook):
         return module
 
 
-def _scalar_timestep(timestep) -> float | None:
-    if timestep is None:
-        return None
+def _timestep_tensor(timestep) -> torch.Tensor | float | None:
+    """The (largest) timestep of a call, still on its device."""
     if isinstance(timestep, torch.Tensor):
-        return float(timestep.detach().float().max().item()) if timestep.numel() else None
-    return float(timestep)
+        return timestep.detach().float().max() if timestep.numel() else None
+    return None if timestep is None else float(timestep)
+
+
+def _timestep_value(timestep) -> float | None:
+    timestep = _timestep_tensor(timestep)
+    return float(timestep.item()) if isinstance(timestep, torch.Tensor) else timestep
 
 
 class _BlockHook(ModelHook):

@@ -40,6 +40,7 @@ from ..config import CGTaylorConfig
 from ..gate import decide
 from ..io import atomic_write_csv, atomic_write_text
 from .arguments import checked
+from .compiled import COMPILE_MODES, compile_transformer
 
 CONF_DIR = Path(__file__).resolve().parents[3] / "conf" / "real_scale"
 MODEL_ORDER = ("dit-xl-2-256", "flux1-dev", "wan2.1-t2v-1.3b")  # cheapest first: the budget favours finishing
@@ -244,8 +245,11 @@ class Driver:
         return out["uncond"] + 5.0 * (out["cond"] - out["uncond"])
 
     @torch.no_grad()
-    def run(self, num_steps: int, step_times: bool = False) -> RunTiming:
-        """One trajectory (Euler steps on sigma 1 -> 1/N); returns its time and, if asked, each step's time."""
+    def run(self, num_steps: int, step_times: bool = False, on_step=None) -> RunTiming:
+        """One trajectory (Euler steps on sigma 1 -> 1/N); returns its time and, if asked, each step's time.
+
+        ``on_step(i)``, if given, is called after step ``i``.
+        """
         from diffusers.hooks import HookRegistry
 
         sigmas = torch.linspace(1.0, 1.0 / num_steps, num_steps).tolist() + [0.0]
@@ -258,6 +262,8 @@ class Driver:
                 marks.append(clock.mark())
             v = self._velocity(x, i, num_steps, sigmas[i])
             x = x + (sigmas[i + 1] - sigmas[i]) * v.to(x.dtype)
+            if on_step is not None:
+                on_step(i)
         end = clock.mark()
         total = clock.seconds(start, end)
         marks.append(end)
@@ -265,6 +271,7 @@ class Driver:
         # As the diffusers pipelines do at the end of __call__.
         HookRegistry.check_if_exists_or_initialize(self.transformer).reset_stateful_hooks()
         self.last_finite = bool(torch.isfinite(x).all())
+        self.last_sample = x
         return RunTiming(total, steps)
 
 
@@ -327,6 +334,8 @@ class ModelResult:
     peak_bytes: dict = field(default_factory=dict)  # plain | cg_taylor | taylorseer -> bytes (None on CPU)
     cache_bytes: int | None = None
     taylorseer_modules: int = 0  # modules TaylorSeer hooked (cached or skipped)
+    compile_mode: str = "none"  # none | full | regional (cgtaylor.bench.compiled)
+    first_run_s: dict = field(default_factory=dict)  # plain | cg_taylor -> first compiled run, compilation included
     rows: list = field(default_factory=list)  # end-to-end runs
     notes: list = field(default_factory=list)
 
@@ -360,13 +369,17 @@ def _is_oom(error: BaseException) -> bool:
 
 
 def bench_model(spec: ModelSpec, device: torch.device, dtype: torch.dtype, full_steps: list[int], *,
-                num_steps: int, probe_steps: int, deadline: float, log=print) -> ModelResult:
+                num_steps: int, probe_steps: int, deadline: float, compile_mode: str = "none",
+                log=print) -> ModelResult:
     transformer = build_transformer(spec, device, dtype)
     params = sum(p.numel() for p in transformer.parameters())
-    result = ModelResult(spec.name, params, num_steps)
-    driver = Driver(spec, transformer, device, dtype)
-    log(f"[{spec.name}] {params / 1e6:.2f} M parameters on {device} ({dtype}); warm-up")
-    driver.run(2)  # kernels, allocator, autotuning
+    result = ModelResult(spec.name, params, num_steps, compile_mode=compile_mode)
+    # Hooks are applied to and removed from `transformer`; the driver calls it, compiled as asked.
+    driver = Driver(spec, compile_transformer(transformer, compile_mode), device, dtype)
+    log(f"[{spec.name}] {params / 1e6:.2f} M parameters on {device} ({dtype}), compile: {compile_mode}; warm-up")
+    warmup = driver.run(2)  # kernels, allocator, autotuning, compilation
+    if compile_mode != "none":
+        result.first_run_s["plain"] = warmup.total_s
 
     def median(values):
         return statistics.median(values) if values else None
@@ -379,6 +392,9 @@ def bench_model(spec: ModelSpec, device: torch.device, dtype: torch.dtype, full_
 
     # Threshold 0: every step computed, with the gate's own work (first-block error) included.
     config = CGTaylorConfig(**spec.cg_taylor).with_updates(threshold=0.0, num_inference_steps=probe_steps)
+    if compile_mode != "none":  # compile the hooked model's computed and forecast steps before timing them
+        apply_cg_taylor(transformer, config.with_updates(threshold=math.inf, warmup_steps=2))
+        result.first_run_s["cg_taylor"] = driver.run(probe_steps).total_s
     apply_cg_taylor(transformer, config)
     full = driver.run(probe_steps, step_times=True)
     warm = config.warmup_steps
@@ -481,8 +497,11 @@ def render_markdown(results: list[ModelResult], *, device: torch.device, dtype: 
                     command: str, elapsed_s: float) -> str:
     import diffusers
 
+    compile_mode = results[0].compile_mode if results else "none"
+
     lines = [
-        "# CG-Taylor at real scale (random weights)" + (" — reduced CPU smoke run" if reduced else ""),
+        "# CG-Taylor at real scale (random weights)" + (" — reduced CPU smoke run" if reduced else "")
+        + (f", torch.compile: {compile_mode}" if compile_mode != "none" else ""),
         "",
         f"- Device: {device_description(device)}; dtype {str(dtype).replace('torch.', '')}; "
         f"torch {torch.__version__}, diffusers {diffusers.__version__}.",
@@ -496,6 +515,11 @@ def render_markdown(results: list[ModelResult], *, device: torch.device, dtype: 
     ]
     if reduced:
         lines.append("- Reduced mode: tiny widths and depths on the CPU. These numbers check the code path only.")
+    if compile_mode != "none":
+        lines.append(f"- Every run calls the transformer compiled ({compile_mode}; `cgtaylor.bench.compiled`), plain and "
+                     "CG-Taylor alike; timings start after a compiling run of each. First runs, compilation included: "
+                     + "; ".join(f"{r.name} plain {_fmt(r.first_run_s.get('plain'), '.1f')} s, CG-Taylor "
+                                 f"{_fmt(r.first_run_s.get('cg_taylor'), '.1f')} s" for r in results) + ".")
     lines += ["", "## Step cost", "",
               "| model | params (M) | plain step (s) | full step (s) | forecast step (s) | c |",
               "|---|---:|---:|---:|---:|---:|"]
@@ -538,7 +562,9 @@ def write_csv(results: list[ModelResult], path: Path) -> None:
                              forecast_step_s=r.forecast_step_s, c=r.c,
                              peak_plain=r.peak_bytes.get("plain"), peak_cg_taylor=r.peak_bytes.get("cg_taylor"),
                              peak_taylorseer=r.peak_bytes.get("taylorseer"), cache_bytes=r.cache_bytes,
-                             taylorseer_modules=r.taylorseer_modules))
+                             taylorseer_modules=r.taylorseer_modules, compile=r.compile_mode,
+                             first_run_plain_s=r.first_run_s.get("plain"),
+                             first_run_cg_taylor_s=r.first_run_s.get("cg_taylor")))
     atomic_write_csv(pd.DataFrame(rows), path)
 
 
@@ -566,6 +592,9 @@ def parse_args(argv=None):
     parser.add_argument("--probe-steps", type=int, default=None, help="steps of the step-cost probes (default 10; reduced 6)")
     parser.add_argument("--budget-s", type=float, default=None,
                         help=f"stop starting new runs after this many seconds (default {DEFAULT_BUDGET_S:.0f}; reduced 60)")
+    parser.add_argument("--compile", default="none", choices=COMPILE_MODES,
+                        help="torch.compile the transformer: none, full (torch.compile(transformer)) or regional "
+                             "(transformer.compile_repeated_blocks()); plain and CG-Taylor runs alike")
     parser.add_argument("--reduced", action="store_true", help="tiny fp32 models on the CPU (tests, smoke runs)")
     parser.add_argument("--device", default=None, help="default: cuda if available (cpu when --reduced)")
     parser.add_argument("--dtype", default=None, help="default bfloat16 (float32 when --reduced)")
@@ -614,7 +643,7 @@ def _run(args, device: torch.device, dtype: torch.dtype, started: float) -> list
         deadline = time.perf_counter() + remaining / (len(specs) - index)  # an equal share of what is left
         try:
             results.append(bench_model(spec, device, dtype, counts, num_steps=num_steps, probe_steps=probe_steps,
-                                       deadline=deadline))
+                                       deadline=deadline, compile_mode=args.compile))
         except Exception as error:
             if not _is_oom(error):
                 raise
