@@ -191,3 +191,22 @@ def test_comparison_on_a_tiny_model_writes_rows_verdicts_and_the_results_section
     with pytest.warns(DamagedFileWarning, match=damaged.name):
         recovered = run_comparison(cfg.model, comparison, tmp_path, steps=8, progress=False)
     assert recovered.drop(columns=["machine"]).equals(frame.drop(columns=["machine"]))
+
+
+def test_verdicts_need_both_sides_on_target_and_no_caveat():
+    import json
+
+    import pandas as pd
+
+    from cgtaylor.experiments.comparison import add_verdicts
+
+    ours = [40.0 + 0.1 * i for i in range(20)]
+    worse = [v - 2.0 for v in ours]
+    rows = [dict(group=g, target=2.0, on_target=on, selection_speedup=s, caveat=c,
+                 test_psnr_per_sample=json.dumps(p))
+            for g, on, s, c, p in (("cg-taylor", True, 2.0, "", ours), ("a", True, 2.0, "", worse),
+                                   ("b", False, 2.5, "", worse), ("c", True, 2.0, "known to be off", worse))]
+    verdicts = add_verdicts(pd.DataFrame(rows), "cg-taylor", 2000).set_index("group")["verdict"]
+    assert verdicts["a"] == "ahead"
+    assert verdicts["b"] == "n/a: peer off target (2.50x)"
+    assert verdicts["c"] == "n/a: see the caveat on this method"

@@ -132,7 +132,7 @@ class ModelComparison:
             "test_speedup": tested["speedup"], "test_psnr": interval.mean, "test_psnr_low": interval.low,
             "test_psnr_high": interval.high, "test_ssim": sum(tested["ssim"]) / len(tested["ssim"]),
             "test_rel_l2": sum(tested["rel_l2"]) / len(tested["rel_l2"]), "n_test": len(tested["psnr"]),
-            "test_psnr_per_sample": json.dumps([round(v, 4) for v in tested["psnr"]]),
+            "test_psnr_per_sample": json.dumps([round(v, 4) for v in tested["psnr"]]), "caveat": entry.caveat,
             "machine": machine(),
         }
 
@@ -181,6 +181,8 @@ def _verdict(interval, reference: pd.Series, row: pd.Series) -> str:
     off = [f"{name} off target ({side['selection_speedup']:.2f}x)" for name, side in (("reference", reference),
                                                                                       ("peer", row))
            if not bool(side["on_target"])]
+    if isinstance(row.get("caveat"), str) and row["caveat"]:
+        off.append("see the caveat on this method")
     return "n/a: " + ", ".join(off) if off else verdict(interval)
 
 

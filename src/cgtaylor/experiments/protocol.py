@@ -35,18 +35,21 @@ class Entry:
     method: str
     params: dict = field(default_factory=dict)
     grid: dict | None = None
+    caveat: str = ""  # why this entry's numbers cannot carry a verdict (e.g. a peer implementation known to be off)
+
+    FIELDS = ("group", "method", "params", "grid", "caveat", "skip_if")
 
     @classmethod
     def from_dict(cls, values: dict) -> "Entry":
-        unknown = sorted(set(values) - {"group", "method", "params", "grid", "skip_if"})
+        unknown = sorted(set(values) - set(cls.FIELDS))
         if unknown:
-            raise ValueError(f"comparison entry has unknown field(s) {unknown}; accepted: group, method, params, grid, "
-                             "skip_if")
+            raise ValueError(f"comparison entry has unknown field(s) {unknown}; accepted: {list(cls.FIELDS)}")
         if "method" not in values:
             raise ValueError(f"comparison entry needs a `method`, got {values}")
         spec(values["method"])
         return cls(values.get("group", values["method"]), values["method"], dict(values.get("params") or {}),
-                   None if values.get("grid") is None else {k: list(v) for k, v in values["grid"].items()})
+                   None if values.get("grid") is None else {k: list(v) for k, v in values["grid"].items()},
+                   str(values.get("caveat") or ""))
 
 
 @dataclass

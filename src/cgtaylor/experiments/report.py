@@ -81,6 +81,10 @@ def half_widths(df: pd.DataFrame) -> pd.DataFrame:
 
 def caveats(df: pd.DataFrame) -> list[str]:
     lines = []
+    for (model, steps, group), part in df.groupby(["model", "steps", "group"], sort=False):
+        caveat = part["caveat"].iloc[0] if "caveat" in part else ""
+        if isinstance(caveat, str) and caveat:
+            lines.append(f"- {model} {steps} steps, {group}: {caveat} No verdict is given for it.")
     for _, row in df.iterrows():
         where = f"{row['model']} {row['steps']} steps, {row['group']} at {row['target']:g}x"
         if not bool(row["on_target"]):
@@ -88,6 +92,19 @@ def caveats(df: pd.DataFrame) -> list[str]:
                          f"{row['selection_speedup']:.2f}x")
         if isinstance(row.get("edges"), str) and row["edges"]:
             lines.append(f"- {where}: best setting at the end of its search ({row['edges']})")
+    return lines
+
+
+def unfinished(results_dir: Path) -> list[str]:
+    """Comparisons that stored evaluations but wrote no table yet (a run still going, or stopped)."""
+    folder = results_dir / "comparison"
+    lines = []
+    for rows in sorted((folder / "rows").glob("*")):
+        stem = rows.name.rsplit("-", 1)[0]
+        if not (folder / f"{stem}.csv").exists():
+            counts = {name: len(list((rows / name).glob("*.json"))) for name in ("selection", "test")}
+            lines.append(f"- {stem}: not finished in this folder ({counts['selection']} selection and {counts['test']} "
+                         "test evaluations stored; `scripts/run_comparison.py` resumes from them)")
     return lines
 
 
@@ -106,6 +123,9 @@ def write_results_readme(results_dir: str | os.PathLike = "results") -> str:
               "\n### Interval half-widths (dB) at these sample sizes\n", to_markdown(half_widths(df))]
     notes = caveats(df)
     parts += ["\n### Cells with a caveat\n", "\n".join(notes) + "\n" if notes else "None.\n"]
+    pending = unfinished(results_dir)
+    if pending:
+        parts += ["\n### Not yet measured\n", "\n".join(pending) + "\n"]
     text = "\n".join(parts)
     atomic_write_text(df.drop(columns=["test_psnr_per_sample"]).to_csv(index=False),
                       results_dir / "comparison" / "summary.csv")
