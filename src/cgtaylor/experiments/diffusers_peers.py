@@ -23,6 +23,7 @@ from diffusers.hooks.mag_cache import _MAG_CACHE_LEADER_BLOCK_HOOK
 from diffusers.utils.torch_utils import unwrap_module
 
 from ..blocks import find_blocks
+from .hooks import _hidden_of
 
 MAG_CONTEXT_HOOK = "experiments_mag_context"
 CONTEXT_PROBE_HOOK = "experiments_context_probe"
@@ -131,8 +132,7 @@ class _ResidualRecorder:
         self._input = kwargs.get("hidden_states", args[0] if args else None)
 
     def _leave(self, module, args, kwargs, output):
-        hidden = output[self.metadata.return_hidden_states_index] if isinstance(output, tuple) else output
-        residual = hidden.float() - self._input.float()
+        residual = _hidden_of(self.metadata, output).float() - self._input.float()
         context = self.probe.name
         previous = self._previous.get(context)
         if previous is None or previous.shape != residual.shape:

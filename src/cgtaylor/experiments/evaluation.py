@@ -10,7 +10,6 @@ results folder compute each file once (:func:`cgtaylor.io.computed_once`).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from pathlib import Path
@@ -22,13 +21,10 @@ from ..metrics import psnr_per_sample, relative_l2, ssim
 from . import hooks as skip_hooks
 from .methods import make_generator
 from .runner import MemoFlops, PerCallFlops
+from .runner import _digest as digest  # the runner's content key, shared so both key files alike
 from .sample_sets import SampleSet
 
 PSNR_CAP = 100.0  # dB; identical outputs would give infinity
-
-
-def digest(value, n: int = 12) -> str:
-    return hashlib.sha1(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:n]
 
 
 def per_sample_scores(output: torch.Tensor, reference: torch.Tensor) -> dict[str, list[float]]:
