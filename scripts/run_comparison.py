@@ -4,6 +4,7 @@
     python scripts/run_comparison.py                              # default profile, every model in it
     python scripts/run_comparison.py comparison=full              # larger sets and the lower step counts too
     python scripts/run_comparison.py comparison.models=[dit-digits] results_dir=results-mine
+    python scripts/run_comparison.py comparison.models=[wan-digits] reverse_entries=true   # a second process
 
 Protocol: src/cgtaylor/experiments/protocol.py; configs: conf/comparison/. Every evaluation is kept under
 <results_dir>/comparison/rows/, so a stopped run resumes where it stopped. Writes
@@ -32,7 +33,8 @@ def main(cfg: DictConfig) -> None:
         model_cfg = compose([f"model={name}", *overrides]).model
         default_steps = int(model_cfg.num_inference_steps)
         for steps in [default_steps, *comparison.get("step_counts", {}).get(name, [])]:
-            frame = run_comparison(model_cfg, comparison, cfg.results_dir, steps=steps, progress=cfg.progress)
+            frame = run_comparison(model_cfg, comparison, cfg.results_dir, steps=steps, progress=cfg.progress,
+                                   reverse_entries=bool(cfg.reverse_entries))
             print(f"{name} {steps} steps: {len(frame)} rows")
     write_results_readme(cfg.results_dir)
     print(f"results section -> {cfg.results_dir}/README.md")

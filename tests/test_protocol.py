@@ -184,6 +184,8 @@ def test_comparison_on_a_tiny_model_writes_rows_verdicts_and_the_results_section
     assert "### dit-digits, 8 steps" in text and (tmp_path / "README.md").read_text() == text
     again = run_comparison(cfg.model, comparison, tmp_path, steps=8, progress=False)  # resumes: nothing recomputed
     assert again.drop(columns=["machine"]).equals(frame.drop(columns=["machine"]))
+    backwards = run_comparison(cfg.model, comparison, tmp_path, steps=8, progress=False, reverse_entries=True)
+    assert backwards.drop(columns=["machine"]).equals(frame.drop(columns=["machine"]))  # rows stay in config order
     damaged = sorted((tmp_path / "comparison" / "rows").rglob("test/fora-*.json"))[0]
     damaged.write_bytes(b"\x00\xff not json")
     from cgtaylor.io import DamagedFileWarning

@@ -65,7 +65,7 @@ def _entry_base(entry: Entry, method_params: dict, warmup_param: str | None) -> 
 
 class ModelComparison:
     def __init__(self, model_cfg: dict, comparison: dict, results_dir, steps: int | None = None,
-                 cache_dir=None, progress: bool = True):
+                 cache_dir=None, progress: bool = True, reverse_entries: bool = False):
         self.model_cfg = _plain(model_cfg)
         self.cfg = check_comparison_cfg(_plain(comparison))
         self.name = self.model_cfg["name"]
@@ -78,6 +78,9 @@ class ModelComparison:
             raise ValueError(f"comparison.samples has no entry for model {self.name!r}")
         self.samples = dict(samples)
         self.progress = progress
+        # A second process on the same model can take the entries from the other end; the per-file locks of the
+        # evaluations keep each one computed once, and both write the same table (rows in config order).
+        self.reverse_entries = bool(reverse_entries)
         self.warmup_grid = [int(w) for w in self.model_cfg.get("warmup_grid") or [1, 3, 6]]
         workload = {"model": {k: v for k, v in self.model_cfg.items() if k != "method_params"},
                     "weights": _weights_stamp(self.model_cfg), "samples": self.samples, "steps": self.steps}
@@ -107,16 +110,19 @@ class ModelComparison:
         selection, test = make_sample_sets(model, **self.samples)
         evaluator = SettingEvaluator(model, self.steps, self.cache_dir, self.rows_dir, self.cache_dir,
                                      int(self.cfg.get("calibration_conditions", 4)))
-        rows = []
-        bar = tqdm(self.entries(), desc=f"comparison {self.stem}", disable=not self.progress, dynamic_ncols=True)
-        for entry in bar:
+        entries = self.entries()
+        order = list(reversed(range(len(entries)))) if self.reverse_entries else list(range(len(entries)))
+        rows_of: dict[int, list] = {}
+        bar = tqdm([entries[i] for i in order], desc=f"comparison {self.stem}", disable=not self.progress, dynamic_ncols=True)
+        for position, entry in zip(order, bar):
             bar.set_postfix_str(entry.group)
             base = _entry_base(entry, self.model_cfg.get("method_params") or {}, spec(entry.method).warmup)
             search = EntrySearch(entry, base, self.warmup_grid, evaluator, selection, self.cfg["targets"],
                                  float(self.cfg.get("tolerance", 0.04)), int(self.cfg.get("max_evaluations", 6)))
             for chosen in search.run():
                 tested = evaluator.evaluate(entry.method, chosen.params, test)
-                rows.append(self._row(entry, chosen, tested, len(search.points)))
+                rows_of.setdefault(position, []).append(self._row(entry, chosen, tested, len(search.points)))
+        rows = [row for position in sorted(rows_of) for row in rows_of[position]]
         frame = add_verdicts(pd.DataFrame(rows), self.cfg.get("reference_group", REFERENCE_GROUP),
                              int(self.cfg.get("resamples", 10000)))
         self.write(frame)
@@ -187,5 +193,5 @@ def _verdict(interval, reference: pd.Series, row: pd.Series) -> str:
 
 
 def run_comparison(model_cfg, comparison, results_dir, steps: int | None = None, cache_dir=None,
-                   progress: bool = True) -> pd.DataFrame:
-    return ModelComparison(model_cfg, comparison, results_dir, steps, cache_dir, progress).run()
+                   progress: bool = True, reverse_entries: bool = False) -> pd.DataFrame:
+    return ModelComparison(model_cfg, comparison, results_dir, steps, cache_dir, progress, reverse_entries).run()
