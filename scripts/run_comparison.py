@@ -4,7 +4,8 @@
     python scripts/run_comparison.py                              # default profile, every model in it
     python scripts/run_comparison.py comparison=full              # larger sets and the lower step counts too
     python scripts/run_comparison.py comparison.models=[dit-digits] results_dir=results-mine
-    python scripts/run_comparison.py comparison.models=[wan-digits] reverse_entries=true   # a second process
+    python scripts/run_comparison.py comparison.models=[wan-digits] worker=1/2    # second of two processes
+    torchrun --nproc-per-node=4 scripts/run_comparison.py                         # four GPUs share the work
 
 Protocol: src/cgtaylor/experiments/protocol.py; configs: conf/comparison/. Every evaluation is kept under
 <results_dir>/comparison/rows/, so a stopped run resumes where it stopped. Writes
@@ -21,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from cgtaylor.experiments import compose
 from cgtaylor.experiments.comparison import run_comparison
 from cgtaylor.experiments.report import write_results_readme
+from cgtaylor.experiments.workers import Worker
 
 
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")
@@ -28,13 +30,14 @@ def main(cfg: DictConfig) -> None:
     if cfg.get("threads"):
         torch.set_num_threads(int(cfg.threads))
     comparison = OmegaConf.to_container(cfg.comparison, resolve=True)
+    worker = Worker.parse(cfg.worker)
     overrides = [o for o in HydraConfig.get().overrides.task if not o.lstrip("+~").startswith("model=")]
     for name in comparison["models"]:
         model_cfg = compose([f"model={name}", *overrides]).model
         default_steps = int(model_cfg.num_inference_steps)
         for steps in [default_steps, *comparison.get("step_counts", {}).get(name, [])]:
             frame = run_comparison(model_cfg, comparison, cfg.results_dir, steps=steps, progress=cfg.progress,
-                                   reverse_entries=bool(cfg.reverse_entries))
+                                   worker=worker)
             print(f"{name} {steps} steps: {len(frame)} rows")
     write_results_readme(cfg.results_dir)
     print(f"results section -> {cfg.results_dir}/README.md")

@@ -170,6 +170,7 @@ def test_comparison_on_a_tiny_model_writes_rows_verdicts_and_the_results_section
     from cgtaylor.experiments import compose
     from cgtaylor.experiments.comparison import run_comparison
     from cgtaylor.experiments.report import write_results_readme
+    from cgtaylor.experiments.workers import Worker
 
     cfg = compose(["model=dit-digits", "model.source=tiny", "comparison=quick", "model.warmup_grid=[1]"])
     comparison = OmegaConf.to_container(cfg.comparison, resolve=True)
@@ -184,8 +185,8 @@ def test_comparison_on_a_tiny_model_writes_rows_verdicts_and_the_results_section
     assert "### dit-digits, 8 steps" in text and (tmp_path / "README.md").read_text() == text
     again = run_comparison(cfg.model, comparison, tmp_path, steps=8, progress=False)  # resumes: nothing recomputed
     assert again.drop(columns=["machine"]).equals(frame.drop(columns=["machine"]))
-    backwards = run_comparison(cfg.model, comparison, tmp_path, steps=8, progress=False, reverse_entries=True)
-    assert backwards.drop(columns=["machine"]).equals(frame.drop(columns=["machine"]))  # rows stay in config order
+    second = run_comparison(cfg.model, comparison, tmp_path, steps=8, progress=False, worker=Worker(1, 2))
+    assert second.drop(columns=["machine"]).equals(frame.drop(columns=["machine"]))  # rows stay in config order
     damaged = sorted((tmp_path / "comparison" / "rows").rglob("test/fora-*.json"))[0]
     damaged.write_bytes(b"\x00\xff not json")
     from cgtaylor.io import DamagedFileWarning

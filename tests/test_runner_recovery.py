@@ -110,6 +110,32 @@ def test_two_runs_into_one_folder_compute_each_row_once(tmp_path, monkeypatch):
     assert len(pd.read_csv(tmp_path / "tables" / "table_dit.csv")) == 2
 
 
+def test_two_workers_each_measure_their_own_share_first(tmp_path, monkeypatch):
+    measured = []
+    measure = TableRunner.measure
+
+    def counted(self, row, refs):
+        measured.append((str(self.worker), row["method"]))
+        time.sleep(1.0)  # long enough for the other worker to reach its own row
+        return measure(self, row, refs)
+
+    monkeypatch.setattr(TableRunner, "measure", counted)
+    runners = []
+    for worker in ("0/2", "1/2"):
+        cfg = _quick_table_cfg(tmp_path, ENTRIES)
+        with open_dict(cfg):
+            cfg.worker = worker
+        runners.append(TableRunner(cfg))
+    threads = [threading.Thread(target=r.run) for r in runners]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=300)
+    assert sorted(measured) == [("0/2", "full"), ("1/2", "fora")]
+    tables = [r.frame(r.rows()).drop(columns=["machine"], errors="ignore") for r in runners]
+    assert len(tables[0]) == 2 and tables[0].equals(tables[1])
+
+
 def test_a_waiting_run_reuses_what_the_lock_holder_wrote(tmp_path):
     path = tmp_path / "result.json"
     computed = []

@@ -30,6 +30,7 @@ from .protocol import Entry, EntrySearch
 from .runner import _ensure_ignored, _weights_stamp
 from .sample_sets import make_sample_sets
 from .tables import to_markdown
+from .workers import Worker
 
 REFERENCE_GROUP = "cg-taylor"
 COMPARISON_FIELDS = {"targets", "tolerance", "max_evaluations", "warmup_grid", "samples", "entries", "step_counts",
@@ -65,7 +66,7 @@ def _entry_base(entry: Entry, method_params: dict, warmup_param: str | None) -> 
 
 class ModelComparison:
     def __init__(self, model_cfg: dict, comparison: dict, results_dir, steps: int | None = None,
-                 cache_dir=None, progress: bool = True, reverse_entries: bool = False):
+                 cache_dir=None, progress: bool = True, worker: Worker | None = None):
         self.model_cfg = _plain(model_cfg)
         self.cfg = check_comparison_cfg(_plain(comparison))
         self.name = self.model_cfg["name"]
@@ -78,9 +79,7 @@ class ModelComparison:
             raise ValueError(f"comparison.samples has no entry for model {self.name!r}")
         self.samples = dict(samples)
         self.progress = progress
-        # A second process on the same model can take the entries from the other end; the per-file locks of the
-        # evaluations keep each one computed once, and both write the same table (rows in config order).
-        self.reverse_entries = bool(reverse_entries)
+        self.worker = worker or Worker()  # several processes on one model: each searches its share of entries first
         self.warmup_grid = [int(w) for w in self.model_cfg.get("warmup_grid") or [1, 3, 6]]
         workload = {"model": {k: v for k, v in self.model_cfg.items() if k != "method_params"},
                     "weights": _weights_stamp(self.model_cfg), "samples": self.samples, "steps": self.steps}
@@ -106,12 +105,13 @@ class ModelComparison:
         from .registry import spec
 
         _ensure_ignored(self.cache_dir.parent)
+        self.worker.bind_device()
         model = load_model(self.model_cfg)
         selection, test = make_sample_sets(model, **self.samples)
         evaluator = SettingEvaluator(model, self.steps, self.cache_dir, self.rows_dir, self.cache_dir,
                                      int(self.cfg.get("calibration_conditions", 4)))
         entries = self.entries()
-        order = list(reversed(range(len(entries)))) if self.reverse_entries else list(range(len(entries)))
+        order = self.worker.order(len(entries))
         rows_of: dict[int, list] = {}
         bar = tqdm([entries[i] for i in order], desc=f"comparison {self.stem}", disable=not self.progress, dynamic_ncols=True)
         for position, entry in zip(order, bar):
@@ -193,5 +193,5 @@ def _verdict(interval, reference: pd.Series, row: pd.Series) -> str:
 
 
 def run_comparison(model_cfg, comparison, results_dir, steps: int | None = None, cache_dir=None,
-                   progress: bool = True, reverse_entries: bool = False) -> pd.DataFrame:
-    return ModelComparison(model_cfg, comparison, results_dir, steps, cache_dir, progress, reverse_entries).run()
+                   progress: bool = True, worker: Worker | None = None) -> pd.DataFrame:
+    return ModelComparison(model_cfg, comparison, results_dir, steps, cache_dir, progress, worker).run()

@@ -41,6 +41,7 @@ from . import hooks as skip_hooks
 from .methods import METHOD_NAMES, make_generator
 from .models import _plain, evaluate_samples, load_model
 from .tables import write_table
+from .workers import Worker
 
 # ----------------------------------------------------------------------------------------------------------------------
 # Small utilities
@@ -345,6 +346,7 @@ class TableRunner:
         self.num_conditions = int(self.profile.get("num_conditions", 8))
         self.repeats = int(self.profile.get("wallclock_repeats", 2))
         self.evaluate = bool(self.profile.get("evaluate", True))
+        self.worker = Worker.parse(self.cfg.get("worker"))  # several processes on one table: own share of rows first
         self._model = None
         self._workload = None
 
@@ -355,6 +357,7 @@ class TableRunner:
             if self.cfg.get("threads"):
                 torch.set_num_threads(int(self.cfg["threads"]))
             _ = self.workload  # stamp the weights before reading them
+            self.worker.bind_device()
             self._model = load_model(self.model_cfg)
         return self._model
 
@@ -416,7 +419,7 @@ class TableRunner:
 
         rows = self.rows()
         done = self.finished()
-        todo = [r for r in rows if row_key(r) not in done]
+        todo = [rows[i] for i in self.worker.order(len(rows)) if row_key(rows[i]) not in done]
         computed = []
         if todo:
             self.model(self.conditions()[:1], num_inference_steps=2, seed=0)  # the first call is many times slower
