@@ -205,11 +205,20 @@ def test_verdicts_need_both_sides_on_target_and_no_caveat():
 
     ours = [40.0 + 0.1 * i for i in range(20)]
     worse = [v - 2.0 for v in ours]
-    rows = [dict(group=g, target=2.0, on_target=on, selection_speedup=s, caveat=c,
+    better = [v + 2.0 for v in ours]
+    rows = [dict(group=g, target=2.0, on_target=on, selection_speedup=s, test_speedup=t, tolerance=0.04, caveat=c,
                  test_psnr_per_sample=json.dumps(p))
-            for g, on, s, c, p in (("cg-taylor", True, 2.0, "", ours), ("a", True, 2.0, "", worse),
-                                   ("b", False, 2.5, "", worse), ("c", True, 2.0, "known to be off", worse))]
+            for g, on, s, t, c, p in (("cg-taylor", True, 2.0, 1.9, "", ours), ("a", True, 2.0, 1.95, "", worse),
+                                      ("b", False, 2.5, 2.5, "", worse), ("c", True, 2.0, 2.0, "known to be off", worse),
+                                      ("d", True, 2.0, 2.1, "", worse), ("e", True, 2.0, 2.1, "", better),
+                                      ("f", True, 1.9, 1.6, "", better), ("g", True, 1.9, 1.6, "", worse))]
     verdicts = add_verdicts(pd.DataFrame(rows), "cg-taylor", 2000).set_index("group")["verdict"]
-    assert verdicts["a"] == "ahead"
+    assert verdicts["a"] == "ahead"  # test speedups within the tolerance of each other
     assert verdicts["b"] == "n/a: peer off target (2.50x)"
     assert verdicts["c"] == "n/a: see the caveat on this method"
+    # the reference ran >4% slower than the peer: its lead may be the extra FLOPs, its deficit stands
+    assert verdicts["d"] == "n/a: reference slower (1.90x against 2.10x on the test set)"
+    assert verdicts["e"] == "behind"
+    # the peer ran >4% slower: its lead may be the extra FLOPs, the reference's lead stands
+    assert verdicts["f"] == "n/a: peer slower (1.90x against 1.60x on the test set)"
+    assert verdicts["g"] == "ahead"

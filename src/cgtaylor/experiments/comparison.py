@@ -183,13 +183,24 @@ def add_verdicts(frame: pd.DataFrame, reference_group: str, resamples: int) -> p
 
 
 def _verdict(interval, reference: pd.Series, row: pd.Series) -> str:
-    """The interval's verdict, or why none is given: a side whose selection did not land on the target."""
+    """The interval's verdict, or why none is given: a side whose selection did not land on the target, a caveat,
+    or test speedups so far apart that the side that ran slower (spent more FLOPs) could owe its verdict to that."""
     off = [f"{name} off target ({side['selection_speedup']:.2f}x)" for name, side in (("reference", reference),
                                                                                       ("peer", row))
            if not bool(side["on_target"])]
     if isinstance(row.get("caveat"), str) and row["caveat"]:
         off.append("see the caveat on this method")
-    return "n/a: " + ", ".join(off) if off else verdict(interval)
+    if off:
+        return "n/a: " + ", ".join(off)
+    said = verdict(interval)
+    ratio = float(reference["test_speedup"]) / float(row["test_speedup"])
+    tolerance = float(row.get("tolerance", 0.04))
+    speeds = f"{float(reference['test_speedup']):.2f}x against {float(row['test_speedup']):.2f}x on the test set"
+    if ratio < 1 - tolerance and said in ("ahead", "level"):
+        return f"n/a: reference slower ({speeds})"
+    if ratio > 1 + tolerance and said in ("behind", "level"):
+        return f"n/a: peer slower ({speeds})"
+    return said
 
 
 def run_comparison(model_cfg, comparison, results_dir, steps: int | None = None, cache_dir=None,
