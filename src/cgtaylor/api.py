@@ -10,14 +10,17 @@ from diffusers.utils.torch_utils import unwrap_module
 
 from .blocks import find_blocks
 from .config import CGTaylorConfig
-from .hooks import CGTaylorController, CGTaylorTransformerHook, FirstBlockHook, LastBlockHook, MiddleBlockHook
+from .hooks import (CGTaylorController, CGTaylorTransformerHook, FirstBlockHook, LastBlockHook, MiddleBlockHook,
+                    ModulesLastBlockHook)
+from .module_forecast import block_children, module_hooks
 from .stats import CGTaylorStats
 
 TRANSFORMER_HOOK = "cg_taylor_transformer"
 FIRST_BLOCK_HOOK = "cg_taylor_first_block"
 MIDDLE_BLOCK_HOOK = "cg_taylor_block"
 LAST_BLOCK_HOOK = "cg_taylor_last_block"
-_HOOK_NAMES = (TRANSFORMER_HOOK, FIRST_BLOCK_HOOK, MIDDLE_BLOCK_HOOK, LAST_BLOCK_HOOK)
+MODULE_HOOK = "cg_taylor_module"
+_HOOK_NAMES = (TRANSFORMER_HOOK, FIRST_BLOCK_HOOK, MIDDLE_BLOCK_HOOK, LAST_BLOCK_HOOK, MODULE_HOOK)
 _PIPELINE_TRANSFORMERS = ("transformer", "transformer_2")
 
 
@@ -67,6 +70,9 @@ def apply_cg_taylor(target, config: CGTaylorConfig | None = None) -> None:
                 f"({type(transformer._cache_config).__name__}); call transformer.disable_cache() first"
             )
         blocks = find_blocks(transformer)  # validates before anything is changed
+        if config.forecast == "modules":
+            for block in blocks.blocks[1:]:
+                block_children(block)  # raises for a block class whose children it does not know
         remove_cg_taylor(transformer)
         controller = CGTaylorController(config, steps_provider, transformer)
         HookRegistry.check_if_exists_or_initialize(transformer).register_hook(
@@ -75,13 +81,26 @@ def apply_cg_taylor(target, config: CGTaylorConfig | None = None) -> None:
         HookRegistry.check_if_exists_or_initialize(blocks.first).register_hook(
             FirstBlockHook(controller), FIRST_BLOCK_HOOK
         )
-        for block in blocks.middle:
-            HookRegistry.check_if_exists_or_initialize(block).register_hook(
-                MiddleBlockHook(controller), MIDDLE_BLOCK_HOOK
+        if config.forecast == "modules":
+            _register_module_hooks(controller, blocks)
+        else:
+            for block in blocks.middle:
+                HookRegistry.check_if_exists_or_initialize(block).register_hook(
+                    MiddleBlockHook(controller), MIDDLE_BLOCK_HOOK
+                )
+            HookRegistry.check_if_exists_or_initialize(blocks.last).register_hook(
+                LastBlockHook(controller), LAST_BLOCK_HOOK
             )
-        HookRegistry.check_if_exists_or_initialize(blocks.last).register_hook(LastBlockHook(controller), LAST_BLOCK_HOOK)
         # cache_context() caches which child modules carry hooks; blocks hooked now must be seen.
         HookRegistry.check_if_exists_or_initialize(transformer).invalidate_child_registries_cache()
+
+
+def _register_module_hooks(controller: CGTaylorController, blocks) -> None:
+    for child, hook in module_hooks(controller, blocks):
+        HookRegistry.check_if_exists_or_initialize(child).register_hook(hook, MODULE_HOOK)
+    HookRegistry.check_if_exists_or_initialize(blocks.last).register_hook(
+        ModulesLastBlockHook(controller), LAST_BLOCK_HOOK
+    )
 
 
 def remove_cg_taylor(target) -> None:

@@ -9,7 +9,7 @@ import torch
 
 from .checks import compute_dtype
 
-FORECAST_MODES = ("last_block", "residual")
+FORECAST_MODES = ("last_block", "residual", "modules")
 TAYLOR_FORMULAS = ("newton", "taylorseer")
 MAX_ORDER = 4
 
@@ -37,7 +37,9 @@ class CGTaylorConfig:
         first_block_order: Taylor order of the first block's forecaster (the gate's probe).
         last_block_order: Taylor order of the forecaster that stands in for the skipped blocks.
         forecast: ``"last_block"`` forecasts the last block's output (the paper); ``"residual"`` forecasts
-            ``last - first`` and adds the first block's output computed at this step.
+            ``last - first`` and adds the first block's output computed at this step; ``"modules"`` runs every
+            block but forecasts its attention and MLP outputs (each with a ladder of ``last_block_order``), so the
+            current step's modulation is applied exactly (:mod:`cgtaylor.module_forecast`; a larger cache).
         taylor_formula: ``"newton"`` evaluates the ladder as Newton's divided-difference interpolation over the
             actual refresh steps (exact on polynomials of the ladder's order, any spacing); ``"taylorseer"``
             is the TaylorSeer recursion ``sum F[i] (t-s)^i / i!`` with differences over the last interval.

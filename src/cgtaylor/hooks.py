@@ -33,11 +33,19 @@ class CGTaylorState(BaseState):
         ladder = dict(formula=config.taylor_formula, dtype=config.cache_dtype, device=config.cache_device)
         self.first = TaylorLadder(config.first_block_order, **ladder)
         self.last = TaylorLadder(config.last_block_order, **ladder)
+        self.modules: dict = {}  # forecast="modules": child name -> its ModuleCache
         self.start_trajectory(None)
+
+    def new_ladder(self) -> TaylorLadder:
+        """A forecaster for one block child (forecast="modules"), of the last block's order."""
+        config = self.config
+        return TaylorLadder(config.last_block_order, formula=config.taylor_formula, dtype=config.cache_dtype,
+                            device=config.cache_device)
 
     def start_trajectory(self, num_steps: int | None) -> None:
         self.first.clear()
         self.last.clear()
+        self.modules.clear()
         self.num_steps = num_steps
         self.calls = 0
         self.step = 0
@@ -55,8 +63,13 @@ class CGTaylorState(BaseState):
         return not (self.decision.compute or self.config.analysis)
 
     @property
+    def forecaster_ready(self) -> bool:
+        """Whether a forecast step has something to stand in for the skipped computation."""
+        return bool(self.modules) if self.config.forecast == "modules" else self.last.ready
+
+    @property
     def cache_bytes(self) -> int:
-        return self.first.nbytes + self.last.nbytes
+        return self.first.nbytes + self.last.nbytes + sum(cache.nbytes for cache in self.modules.values())
 
     def reset(self, *args, **kwargs) -> None:
         self.start_trajectory(None)
@@ -139,6 +152,7 @@ class CGTaylorController:
         if state.first.ready and state.first.shape != first_output.shape:
             state.first.clear()  # batch or resolution changed without a new trajectory being seen
             state.last.clear()
+            state.modules.clear()
         error = None
         if state.first.ready and (step >= config.warmup_steps or config.analysis):
             # Under context parallelism all ranks sum the error over their shards: one decision for all.
@@ -152,13 +166,13 @@ class CGTaylorController:
                 warmup_steps=config.warmup_steps,
                 first_block_error=error,
                 threshold=config.threshold,
-                last_block_ready=state.last.ready,
+                last_block_ready=state.forecaster_ready,
                 consecutive_forecasts=state.consecutive_forecasts,
                 max_consecutive_forecasts=config.max_consecutive_forecasts,
             )
             if self.shared.is_leader(name):
                 self.shared.record(step, decision)
-        elif not decision.compute and not state.last.ready:
+        elif not decision.compute and not state.forecaster_ready:
             decision = GateDecision(True, "no_history")
 
         state.decision = decision
@@ -304,6 +318,15 @@ class MiddleBlockHook(_BlockHook):
         if self.controller._state().skipping:
             return self._pass_through(args, kwargs)
         return self.fn_ref.original_forward(*args, **kwargs)
+
+
+class ModulesLastBlockHook(_BlockHook):
+    """forecast="modules": the last block runs (its children forecast on a skipped step); then the step ends."""
+
+    def new_forward(self, module, *args, **kwargs):
+        output = self.fn_ref.original_forward(*args, **kwargs)
+        self.controller._finish_step(self.controller._state())
+        return output
 
 
 class LastBlockHook(_BlockHook):
