@@ -128,7 +128,7 @@ _register(MethodSpec(
     source="project (TeaCache's rule, polynomial fitted here)"))
 _CG_TAYLOR_PARAMS = {
     "threshold": _THRESHOLD, "warmup_steps": _STEPS, "first_block_order": _int(0, 4), "last_block_order": _int(0, 4),
-    "forecast": Param((str,), choices=("residual", "last_block")),
+    "forecast": Param((str,), choices=("residual", "last_block", "modules")),
     "taylor_formula": Param((str,), choices=("newton", "taylorseer")),
     "max_consecutive_forecasts": _int(1, 1000, nullable=True), "num_inference_steps": _int(1, 1000, nullable=True),
     "cache_dtype": Param((str,), nullable=True), "cache_device": Param((str,), nullable=True), "analysis": _BOOL,
