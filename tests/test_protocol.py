@@ -222,3 +222,21 @@ def test_verdicts_need_both_sides_on_target_and_no_caveat():
     # the peer ran >4% slower: its lead may be the extra FLOPs, the reference's lead stands
     assert verdicts["f"] == "n/a: peer slower (1.90x against 1.60x on the test set)"
     assert verdicts["g"] == "ahead"
+
+
+def test_the_results_section_sets_each_cell_beside_the_sweep_tables_reading(tmp_path):
+    import pandas as pd
+
+    from cgtaylor.experiments.report import against_sweeps
+
+    (tmp_path / "tables").mkdir()
+    pd.DataFrame([{"model": "m", "group": "a", "psnr@2x": 40.04, "psnr@3x": float("nan")}]).to_csv(
+        tmp_path / "tables" / "summary.csv", index=False)
+    cells = pd.DataFrame([dict(model="m", steps=50, group="a", target=t, test_psnr=p, test_speedup=s)
+                          for t, p, s in ((2.0, 38.26, 1.97), (3.0, 33.0, 3.01))]
+                         + [dict(model="m", steps=50, group="new", target=2.0, test_psnr=1.0, test_speedup=2.0)])
+    moved = against_sweeps(cells, tmp_path)
+    assert moved[["target", "protocol, test set (dB)"]].values.tolist() == [["2x", 38.3], ["3x", 33.0]]
+    # a sweep that never reached 3x reads empty; groups the sweeps do not have are left out
+    assert moved["sweep reading (dB)"].iloc[0] == 40.0 and pd.isna(moved["sweep reading (dB)"].iloc[1])
+    assert against_sweeps(cells, tmp_path / "nowhere").empty
