@@ -184,7 +184,8 @@ def test_enabled_cache_config_of_a_cache_mixin():
 
 
 def test_repeated_block_classes():
-    assert set(_diffusers.repeated_block_classes(tiny("flux"))) == {"FluxTransformerBlock", "FluxSingleTransformerBlock"}
+    flux_blocks = {"FluxTransformerBlock", "FluxSingleTransformerBlock"}
+    assert set(_diffusers.repeated_block_classes(tiny("flux"))) == flux_blocks
     assert _diffusers.repeated_block_classes(tiny("dit")) == []
 
 
@@ -255,8 +256,9 @@ def compat_private_names() -> set[str]:
     identifier (``"_context"``) or a lookup path (``"diffusers.hooks._common:_ALL_TRANSFORMER_BLOCK_IDENTIFIERS"``),
     and names it sets or overrides in class bodies, less the module's own top-level helpers."""
     tree = ast.parse(COMPAT.read_text())
-    own = {target.id for node in tree.body if isinstance(node, (ast.Assign, ast.AnnAssign))
-           for target in (node.targets if isinstance(node, ast.Assign) else [node.target]) if isinstance(target, ast.Name)}
+    assigned = [t for node in tree.body if isinstance(node, (ast.Assign, ast.AnnAssign))
+                for t in (node.targets if isinstance(node, ast.Assign) else [node.target])]
+    own = {target.id for target in assigned if isinstance(target, ast.Name)}
     own |= {node.name for node in tree.body if isinstance(node, (ast.FunctionDef, ast.ClassDef))}
     names = set()
     for node in ast.walk(tree):
@@ -292,8 +294,8 @@ def _attribute_root(node: ast.Attribute) -> str | None:
 
 def private_diffusers_uses(source: str, private_names: set[str]) -> list[str]:
     """Where ``source`` reaches past diffusers' public names: an import of a ``_`` name or from a ``_`` module of
-    diffusers; a ``_`` attribute of a name imported from diffusers; a diffusers-private name of ``private_names`` used as
-    an attribute, a string (``getattr(m, "_diffusers_hook")``) or a class-body name (``_is_stateful = True``)."""
+    diffusers; a ``_`` attribute of a name imported from diffusers; a diffusers-private name of ``private_names``
+    used as an attribute, a string (``getattr(m, "_diffusers_hook")``) or a class-body name (``_is_stateful``)."""
     tree = ast.parse(source)
     bound = _diffusers_bound_names(tree)
     found = []

@@ -193,13 +193,13 @@ def enabled_cache_config(transformer: torch.nn.Module):
 
 def repeated_block_classes(transformer: torch.nn.Module) -> list[str]:
     """The block class names ``compile_repeated_blocks`` compiles (empty when the model declares none, as DiT)."""
-    _attribute(_internal("diffusers.models.modeling_utils:ModelMixin"), "_repeated_blocks", "ModelMixin._repeated_blocks")
+    _internal("diffusers.models.modeling_utils:ModelMixin._repeated_blocks")  # the class still declares it
     return list(getattr(transformer, "_repeated_blocks", None) or [])
 
 
 def context_parallel_mesh(transformer: torch.nn.Module):
     """The flattened device mesh of ``transformer``'s context parallelism (``enable_parallelism``), or None."""
-    _attribute(_internal("diffusers.models.modeling_utils:ModelMixin"), "_parallel_config", "ModelMixin._parallel_config")
+    _internal("diffusers.models.modeling_utils:ModelMixin._parallel_config")  # the class still declares it
     cp_config = getattr(getattr(transformer, "_parallel_config", None), "context_parallel_config", None)
     if cp_config is None:
         return None
