@@ -286,10 +286,10 @@ def test_magcache_is_calibrated_per_cache_context_on_a_cfg_model(tmp_path):
     from diffusers.hooks import HookRegistry
 
     from cgtaylor.blocks import find_blocks
-    from cgtaylor.experiments.diffusers_peers import _MAG_CACHE_LEADER_BLOCK_HOOK
+    from cgtaylor._diffusers import mag_cache_head_hook_name
 
     head = HookRegistry.check_if_exists_or_initialize(find_blocks(model.transformer).blocks[0])
-    used = head.get_hook(_MAG_CACHE_LEADER_BLOCK_HOOK).config.mag_ratios  # the last call was the uncond pass
+    used = head.get_hook(mag_cache_head_hook_name()).config.mag_ratios  # the last call was the uncond pass
     generator.remove()
     assert torch.isfinite(output).all()
     assert torch.allclose(torch.as_tensor(used, dtype=torch.float32),

@@ -8,6 +8,7 @@ import torch
 from diffusers.hooks import HookRegistry
 from diffusers.utils.torch_utils import unwrap_module
 
+from . import _diffusers
 from .blocks import find_blocks
 from .config import CGTaylorConfig
 from .hooks import (CGTaylorController, CGTaylorTransformerHook, FirstBlockHook, LastBlockHook, MiddleBlockHook,
@@ -49,7 +50,7 @@ def _targets(target) -> tuple[list[torch.nn.Module], object | None]:
 
 
 def _controller(transformer: torch.nn.Module) -> CGTaylorController | None:
-    registry = getattr(transformer, "_diffusers_hook", None)
+    registry = _diffusers.hook_registry(transformer)
     hook = registry.get_hook(TRANSFORMER_HOOK) if registry is not None else None
     return hook.controller if hook is not None else None
 
@@ -67,7 +68,7 @@ def apply_cg_taylor(target, config: CGTaylorConfig | None = None) -> None:
         if getattr(transformer, "is_cache_enabled", False):
             raise ValueError(
                 f"{type(transformer).__name__} already has a diffusers cache enabled "
-                f"({type(transformer._cache_config).__name__}); call transformer.disable_cache() first"
+                f"({type(_diffusers.enabled_cache_config(transformer)).__name__}); call transformer.disable_cache() first"
             )
         blocks = find_blocks(transformer)  # validates before anything is changed
         if config.forecast == "modules":

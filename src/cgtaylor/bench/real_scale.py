@@ -35,7 +35,9 @@ from pathlib import Path
 
 import torch
 
+from .. import _diffusers
 from ..api import apply_cg_taylor, cg_taylor_stats, remove_cg_taylor, reset_cg_taylor
+from ..checks import compute_dtype
 from ..config import CGTaylorConfig
 from ..gate import decide
 from ..io import atomic_write_csv, atomic_write_text
@@ -100,20 +102,11 @@ def load_spec(path: str | Path, reduced: bool = False) -> ModelSpec:
 
 
 def build_transformer(spec: ModelSpec, device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
-    """The diffusers transformer of ``spec`` with random weights, created directly on ``device`` in ``dtype``."""
-    from diffusers import DiTTransformer2DModel, FluxTransformer2DModel, WanTransformer3DModel
+    """The diffusers transformer of ``spec`` with random weights (seed 0), created directly on ``device`` in
+    ``dtype``."""
+    from ..zoo.models import build_transformer as build_random
 
-    cls = {"dit": DiTTransformer2DModel, "flux": FluxTransformer2DModel, "wan": WanTransformer3DModel}[spec.family]
-    kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in spec.transformer.items()}
-    previous = torch.get_default_dtype()
-    torch.manual_seed(0)
-    try:
-        torch.set_default_dtype(dtype)  # no fp32 copy of a 12B model on the way
-        with torch.device(device):
-            model = cls(**kwargs)
-    finally:
-        torch.set_default_dtype(previous)
-    return model.eval().requires_grad_(False)
+    return build_random(spec.family, spec.transformer, device=device, dtype=dtype, seed=0).eval().requires_grad_(False)
 
 
 @contextlib.contextmanager
@@ -123,13 +116,13 @@ def cache_context(transformer: torch.nn.Module, name: str, **fields):
         with transformer.cache_context(name, **fields):
             yield
         return
-    from diffusers.hooks.hooks import CacheContext, _set_cache_context
+    from diffusers.hooks.hooks import CacheContext
 
-    _set_cache_context(transformer, CacheContext(name, **fields))
+    _diffusers.set_cache_context(transformer, CacheContext(name, **fields))
     try:
         yield
     finally:
-        _set_cache_context(transformer, None)
+        _diffusers.set_cache_context(transformer, None)
 
 
 def apply_taylorseer(transformer: torch.nn.Module, settings: dict, dtype: torch.dtype) -> None:
@@ -140,9 +133,8 @@ def apply_taylorseer(transformer: torch.nn.Module, settings: dict, dtype: torch.
 
 def remove_taylorseer(transformer: torch.nn.Module) -> None:
     from diffusers.hooks import HookRegistry
-    from diffusers.hooks.taylorseer_cache import _TAYLORSEER_CACHE_HOOK
 
-    HookRegistry.check_if_exists_or_initialize(transformer).remove_hook(_TAYLORSEER_CACHE_HOOK, recurse=True)
+    HookRegistry.check_if_exists_or_initialize(transformer).remove_hook(_diffusers.taylorseer_hook_name(), recurse=True)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -347,8 +339,7 @@ class ModelResult:
 
 
 def _count_hooked(module: torch.nn.Module, hook_name: str) -> int:
-    return sum(1 for m in module.modules()
-               if getattr(m, "_diffusers_hook", None) is not None and m._diffusers_hook.get_hook(hook_name) is not None)
+    return sum(1 for m in module.modules() if hook_name in _diffusers.hook_names(m))
 
 
 def _peak_reset(device):
@@ -417,7 +408,7 @@ def bench_model(spec: ModelSpec, device: torch.device, dtype: torch.dtype, full_
     # Peak memory with diffusers' TaylorSeer on the same model and inputs.
     try:
         apply_taylorseer(transformer, spec.taylorseer, dtype)
-        result.taylorseer_modules = _count_hooked(transformer, "taylorseer_cache")
+        result.taylorseer_modules = _count_hooked(transformer, _diffusers.taylorseer_hook_name())
         _peak_reset(device)
         driver.run(probe_steps)
         result.peak_bytes["taylorseer"] = _peak(device)
@@ -608,7 +599,7 @@ def main(argv=None) -> list[ModelResult]:
     args.argv = list(sys.argv[1:] if argv is None else argv)
     started = time.perf_counter()
     device = torch.device(args.device or ("cpu" if args.reduced or not torch.cuda.is_available() else "cuda"))
-    dtype = getattr(torch, args.dtype or ("float32" if args.reduced else "bfloat16"))
+    dtype = compute_dtype("--dtype", args.dtype or ("float32" if args.reduced else "bfloat16"))
     if args.out is None:
         if device.type != "cuda":
             raise SystemExit("--out is required off the GPU (results/real_scale.md is for GPU measurements)")

@@ -24,6 +24,7 @@ from diffusers.hooks import HookRegistry
 
 from ..api import FIRST_BLOCK_HOOK, MIDDLE_BLOCK_HOOK, _controller, apply_cg_taylor, cg_taylor_stats
 from ..blocks import find_blocks
+from ..checks import compute_dtype
 from ..config import CGTaylorConfig
 from ..io import atomic_write_text, computed_once, read_json_record
 from ..hooks import FirstBlockHook
@@ -52,12 +53,6 @@ class AppliedMethod:
 
             remove_cache_dit(self.transformer)
         skip_hooks.remove_all_hooks(self.transformer)
-
-
-def _dtype(value):
-    if value is None or isinstance(value, torch.dtype):
-        return value
-    return getattr(torch, str(value).replace("torch.", ""))
 
 
 def _apply_fewer_steps(applied: AppliedMethod, params: dict) -> None:
@@ -101,7 +96,8 @@ def _apply_taylorseer(applied: AppliedMethod, params: dict) -> None:
     from diffusers.hooks import TaylorSeerCacheConfig, apply_taylorseer_cache
 
     values = dict(params)
-    values["taylor_factors_dtype"] = _dtype(values.get("taylor_factors_dtype", "float32"))
+    values["taylor_factors_dtype"] = compute_dtype("taylorseer taylor_factors_dtype",
+                                                   values.get("taylor_factors_dtype", "float32"))
     for key in ("cache_identifiers", "skip_predict_identifiers"):
         if values.get("use_lite_mode"):
             values.pop(key, None)  # lite mode has its own patterns

@@ -32,6 +32,7 @@ import pandas as pd
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from .. import _diffusers
 from ..blocks import find_blocks
 from ..checks import positive_int
 from ..io import (atomic_torch_save, atomic_write_text, computed_once, file_lock, lock_path, read_json_record,
@@ -119,7 +120,7 @@ class MemoFlops:
         composites = [m for m in self.module.modules() if list(m.children()) and hasattr(m, "processor")]
 
         def hooked(module) -> bool:  # a diffusers hook may replace its forward (e.g. a TaylorSeer forecast)
-            registry = getattr(module, "_diffusers_hook", None)
+            registry = _diffusers.hook_registry(module)
             return registry is not None and bool(registry.hooks)
 
         def pre(module, args, kwargs):

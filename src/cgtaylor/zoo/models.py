@@ -13,6 +13,7 @@ same call pattern as in the real pipelines.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 from collections.abc import Iterable
 from typing import Any, Callable, Sequence
@@ -59,20 +60,30 @@ NAME_KIND = {"dit-digits": "dit", "flux-digits": "flux", "wan-digits": "wan"}
 FLUX_PATCH = 4
 
 
-def build_transformer(kind: str, cfg: dict[str, Any] | None = None) -> nn.Module:
+def build_transformer(kind: str, cfg: dict[str, Any] | None = None, *, device: torch.device | None = None,
+                      dtype: torch.dtype | None = None, seed: int | None = None) -> nn.Module:
     """A randomly initialised diffusers transformer of ``kind`` ("dit", "flux", "wan", or a zoo model name)
-    from ``cfg`` (default: the zoo's architecture)."""
+    from ``cfg`` (default: the zoo's architecture); list values (``patch_size``, ``axes_dims_rope``) become tuples.
+
+    ``device`` / ``dtype``: where and in which dtype the parameters are created (no float32 copy of a large model on
+    the way; default: torch's defaults); ``seed``: seeds torch's generator first (default: left as it is).
+    """
     kind = NAME_KIND.get(kind, kind)
     from diffusers import DiTTransformer2DModel, FluxTransformer2DModel, WanTransformer3DModel
 
     cls = {"dit": DiTTransformer2DModel, "flux": FluxTransformer2DModel, "wan": WanTransformer3DModel}
     if kind not in cls:
         raise ValueError(f"unknown model kind {kind!r}; expected one of {sorted(cls)}")
-    c = dict(ARCH[kind] if cfg is None else cfg)
-    for k in ("patch_size", "axes_dims_rope"):
-        if isinstance(c.get(k), list):
-            c[k] = tuple(c[k])
-    return cls[kind](**c)
+    kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in (ARCH[kind] if cfg is None else cfg).items()}
+    if seed is not None:
+        torch.manual_seed(seed)
+    previous = torch.get_default_dtype()
+    try:
+        torch.set_default_dtype(dtype or previous)
+        with torch.device(device) if device is not None else contextlib.nullcontext():
+            return cls[kind](**kwargs)
+    finally:
+        torch.set_default_dtype(previous)
 
 
 # ----------------------------------------------------------------------------------------------------
