@@ -51,6 +51,14 @@ def _controller(transformer: torch.nn.Module) -> CGTaylorController | None:
     return hook.controller if hook is not None else None
 
 
+def _check_probe_block(probe_block: int, transformer: torch.nn.Module, num_blocks: int) -> None:
+    if probe_block >= num_blocks:
+        raise ValueError(
+            f"CGTaylorConfig.probe_block must be in 1..{num_blocks - 1} for {type(transformer).__name__}, which has "
+            f"{num_blocks} blocks (the last block is forecast, not measured), got {probe_block}"
+        )
+
+
 def apply_cg_taylor(target, config: CGTaylorConfig | None = None) -> None:
     """Accelerate ``target`` (a diffusers pipeline or transformer) with Confidence-Gated Taylor forecasting.
 
@@ -67,15 +75,16 @@ def apply_cg_taylor(target, config: CGTaylorConfig | None = None) -> None:
                 f"({type(transformer._cache_config).__name__}); call transformer.disable_cache() first"
             )
         blocks = find_blocks(transformer)  # validates before anything is changed
+        _check_probe_block(config.probe_block, transformer, len(blocks.blocks))
         remove_cg_taylor(transformer)
         controller = CGTaylorController(config, steps_provider, transformer)
         HookRegistry.check_if_exists_or_initialize(transformer).register_hook(
             CGTaylorTransformerHook(controller), TRANSFORMER_HOOK
         )
-        HookRegistry.check_if_exists_or_initialize(blocks.first).register_hook(
+        HookRegistry.check_if_exists_or_initialize(blocks.probe(config.probe_block)).register_hook(
             FirstBlockHook(controller), FIRST_BLOCK_HOOK
         )
-        for block in blocks.middle:
+        for block in blocks.skipped_after(config.probe_block):
             HookRegistry.check_if_exists_or_initialize(block).register_hook(
                 MiddleBlockHook(controller), MIDDLE_BLOCK_HOOK
             )
