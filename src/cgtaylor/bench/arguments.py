@@ -12,7 +12,7 @@ import torch
 from ..checks import compute_dtype
 
 MIN_STEPS = 3  # the first and the last step are always computed: a shorter run forecasts nothing
-MIN_PROBE_STEPS = 4  # the threshold-inf probe computes 2 warm-up steps and the last one
+MIN_PROBE_STEPS = 4  # the forecasting probe computes steps 0, 1 and the last one, and forecasts one or more
 
 
 class FlagError(ValueError):
