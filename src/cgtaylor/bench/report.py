@@ -55,14 +55,16 @@ def _header(results: list[ModelResult], device, dtype, reduced: bool, command: s
     return lines
 
 
+def _section(title: str, header: str, rule: str, rows: list[str]) -> list[str]:
+    """A markdown section holding one table."""
+    return ["", f"## {title}", "", header, rule, *rows]
+
+
 def _step_cost_table(results: list[ModelResult]) -> list[str]:
-    lines = ["", "## Step cost", "",
-             "| model | params (M) | plain step (s) | full step (s) | forecast step (s) | c |",
-             "|---|---:|---:|---:|---:|---:|"]
-    for r in results:
-        lines.append(f"| {r.name} | {r.params / 1e6:.2f} | {_fmt(r.plain_step_s, '.4f')} | {_fmt(r.full_step_s, '.4f')} "
-                     f"| {_fmt(r.forecast_step_s, '.4f')} | {_fmt(r.c)} |")
-    return lines
+    rows = [f"| {r.name} | {r.params / 1e6:.2f} | {_fmt(r.plain_step_s, '.4f')} | {_fmt(r.full_step_s, '.4f')} "
+            f"| {_fmt(r.forecast_step_s, '.4f')} | {_fmt(r.c)} |" for r in results]
+    return _section("Step cost", "| model | params (M) | plain step (s) | full step (s) | forecast step (s) | c |",
+                    "|---|---:|---:|---:|---:|---:|", rows)
 
 
 def _row_note(row: dict) -> str:
@@ -75,26 +77,21 @@ def _row_note(row: dict) -> str:
 
 
 def _end_to_end_table(results: list[ModelResult]) -> list[str]:
-    lines = ["", "## End-to-end speedup", "",
-             "| model | method | S / N | computed (per context) | time (s) | speedup | ideal | of ideal | note |",
-             "|---|---|---:|---|---:|---:|---:|---:|---|"]
-    for r in results:
-        for row in r.rows:
-            lines.append(
-                f"| {row['model']} | {row['method']} | {row['full_steps']} / {row['steps']} | {row.get('computed', '')} "
-                f"| {_fmt(row.get('time_s'))} | {_fmt(row.get('speedup'), '.2f')} | {_fmt(row.get('ideal'), '.2f')} "
-                f"| {_fmt(row.get('of_ideal'), '.2f')} | {_row_note(row)} |")
-    return lines
+    rows = [f"| {row['model']} | {row['method']} | {row['full_steps']} / {row['steps']} | {row.get('computed', '')} "
+            f"| {_fmt(row.get('time_s'))} | {_fmt(row.get('speedup'), '.2f')} | {_fmt(row.get('ideal'), '.2f')} "
+            f"| {_fmt(row.get('of_ideal'), '.2f')} | {_row_note(row)} |" for r in results for row in r.rows]
+    return _section("End-to-end speedup",
+                    "| model | method | S / N | computed (per context) | time (s) | speedup | ideal | of ideal | note |",
+                    "|---|---|---:|---|---:|---:|---:|---:|---|", rows)
 
 
 def _memory_table(results: list[ModelResult]) -> list[str]:
-    lines = ["", "## Peak memory (GiB allocated)", "",
-             "| model | plain | CG-Taylor | TaylorSeer (modules hooked) | CG-Taylor cache (MiB) |", "|---|---:|---:|---:|---:|"]
-    for r in results:
-        cache = "–" if r.cache_bytes is None else f"{r.cache_bytes / 2**20:.3g}"
-        lines.append(f"| {r.name} | {_gib(r.peak_bytes.get('plain'))} | {_gib(r.peak_bytes.get('cg_taylor'))} "
-                     f"| {_gib(r.peak_bytes.get('taylorseer'))} ({r.taylorseer_modules}) | {cache} |")
-    return lines
+    rows = [f"| {r.name} | {_gib(r.peak_bytes.get('plain'))} | {_gib(r.peak_bytes.get('cg_taylor'))} "
+            f"| {_gib(r.peak_bytes.get('taylorseer'))} ({r.taylorseer_modules}) "
+            f"| {'–' if r.cache_bytes is None else f'{r.cache_bytes / 2**20:.3g}'} |" for r in results]
+    return _section("Peak memory (GiB allocated)",
+                    "| model | plain | CG-Taylor | TaylorSeer (modules hooked) | CG-Taylor cache (MiB) |",
+                    "|---|---:|---:|---:|---:|", rows)
 
 
 def render_markdown(results: list[ModelResult], *, device: torch.device, dtype: torch.dtype, reduced: bool,
