@@ -69,8 +69,8 @@ class CGTaylorConfig:
             is the one forecast); ``apply_cg_taylor`` checks it against the model.
         compute_steps: a forced schedule: the step indices computed in full, every other step forecast (the
             gate then measures and records its error but decides nothing). Replaces the threshold, warm-up,
-            cap and last-step rules; must include step 0 (nothing to forecast from before it). None: the gate
-            decides.
+            cap and last-step rules; must include step 0 (nothing to forecast from before it); steps beyond the
+            run are never reached. None: the gate decides.
         num_inference_steps: step count, used when neither the cache context nor a pipeline tells it; the
             last step is always computed in full when it is known.
         cache_dtype / cache_device: where the Taylor factors are kept (None: as the features).
