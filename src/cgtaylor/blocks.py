@@ -16,16 +16,16 @@ class BlockSequence:
     blocks: list[torch.nn.Module]
 
     @property
-    def first(self) -> torch.nn.Module:
-        return self.blocks[0]
-
-    @property
     def last(self) -> torch.nn.Module:
         return self.blocks[-1]
 
-    @property
-    def middle(self) -> list[torch.nn.Module]:
-        return self.blocks[1:-1]
+    def probe(self, probe_block: int) -> torch.nn.Module:
+        """Block ``probe_block`` (counted from 1), whose output the gate measures."""
+        return self.blocks[probe_block - 1]
+
+    def skipped_after(self, probe_block: int) -> list[torch.nn.Module]:
+        """The blocks between the probe and the last block: passed through on forecast steps."""
+        return self.blocks[probe_block:-1]
 
 
 def supported_block_classes() -> list[str]:

@@ -1,8 +1,9 @@
-"""Confidence-Gated Taylor as diffusers hooks: one on the transformer, one on each block.
+"""Confidence-Gated Taylor as diffusers hooks: one on the transformer, one on each block from the gate's probe on.
 
 The transformer hook learns which step a call is (and whether a new trajectory began); the first block's hook
-compares the block's output with its own Taylor forecast and decides; the other blocks pass their input
-through on forecast steps, and the last block then returns the forecast of its own output.
+(on block ``config.probe_block``, the first by default) compares the block's output with its own Taylor forecast
+and decides; the blocks after it pass their input through on forecast steps, and the last block then returns
+the forecast of its own output.
 """
 
 from __future__ import annotations
@@ -127,8 +128,8 @@ class CGTaylorController:
         state.last_step_index = state.step
 
     def _warn_if_nothing_to_skip(self, num_steps: int | None) -> None:
-        if num_steps is None or self._warned_steps == num_steps:
-            return
+        if num_steps is None or self._warned_steps == num_steps or self.config.compute_steps is not None:
+            return  # a forced schedule says itself which steps are computed
         skippable = num_steps - max(self.config.warmup_steps, 1) - 1
         if skippable <= 0:
             logger.warning(
@@ -155,7 +156,8 @@ class CGTaylorController:
             state.last.clear()
             state.modules.clear()
         error = None
-        if state.first.ready and (step >= config.warmup_steps or config.analysis):
+        measured = step >= config.warmup_steps or config.analysis or config.compute_steps is not None
+        if state.first.ready and measured:
             # Under context parallelism all ranks sum the error over their shards: one decision for all.
             error = relative_l1(state.first.forecast(step), first_output, context_parallel_group(self._transformer()))
 
@@ -170,6 +172,7 @@ class CGTaylorController:
                 last_block_ready=state.forecaster_ready,
                 consecutive_forecasts=state.consecutive_forecasts,
                 max_consecutive_forecasts=config.max_consecutive_forecasts,
+                compute_steps=config.compute_steps,
             )
             if self.shared.is_leader(name):
                 self.shared.record(step, decision)
