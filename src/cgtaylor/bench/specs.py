@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from .families import FAMILIES, family
+from .families import FAMILIES
 
 CONF_DIR = Path(__file__).resolve().parents[3] / "conf" / "real_scale"
 MODEL_ORDER = ("dit-xl-2-256", "flux1-dev", "wan2.1-t2v-1.3b")  # cheapest first: the budget favours finishing
