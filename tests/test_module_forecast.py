@@ -70,8 +70,8 @@ def test_the_cache_holds_order_plus_one_tensors_per_forecast_child(pipes):
                 handles.append(child.register_forward_hook(
                     lambda m, a, out, key=key: outputs.__setitem__(key, [t for t in (
                         out if isinstance(out, tuple) else (out,)) if t is not None])))
-    index = block_metadata(blocks.first).return_hidden_states_index
-    handles.append(blocks.first.register_forward_hook(lambda m, a, out: outputs.__setitem__("probe", [out[index]])))
+    index = block_metadata(blocks.blocks[0]).return_hidden_states_index
+    handles.append(blocks.blocks[0].register_forward_hook(lambda m, a, out: outputs.__setitem__("probe", [out[index]])))
     RUNNERS["flux"](pipe, 8)
     for handle in handles:
         handle.remove()
