@@ -39,6 +39,8 @@ from ..api import apply_cg_taylor, cg_taylor_stats, remove_cg_taylor, reset_cg_t
 from ..config import CGTaylorConfig
 from ..gate import decide
 from ..io import atomic_write_csv, atomic_write_text
+from ..meters import peak_memory_bytes as _peak
+from ..meters import reset_peak_memory as _peak_reset
 from .arguments import checked
 from .compiled import COMPILE_MODES, compile_transformer
 
@@ -349,19 +351,6 @@ class ModelResult:
 def _count_hooked(module: torch.nn.Module, hook_name: str) -> int:
     return sum(1 for m in module.modules()
                if getattr(m, "_diffusers_hook", None) is not None and m._diffusers_hook.get_hook(hook_name) is not None)
-
-
-def _peak_reset(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats(device)
-
-
-def _peak(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-        return int(torch.cuda.max_memory_allocated(device))
-    return None
 
 
 def _is_oom(error: BaseException) -> bool:
