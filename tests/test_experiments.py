@@ -213,6 +213,16 @@ def test_every_table_expands_to_known_methods(table, profile):
                 "taylor_formula", "probe_block_4", "probe_block_14", "gate", "fixed_schedule"} <= groups
 
 
+@pytest.mark.parametrize("table", ALL_TABLES)
+def test_a_rerun_of_a_committed_table_finds_every_row(table):
+    """Every row the default profile expands to is stored under the key the runner looks for: a rerun computes
+    nothing, and a change to keys or workload identity (which would recompute every table) fails here."""
+    runner = TableRunner(compose([f"table={table}", "profile=default"]))
+    stored = {path.stem for path in (COMMITTED_ROWS / table / runner.workload_id).glob("*.json")}
+    expected = {row_key(row) for row in runner.rows()}
+    assert expected and expected <= stored, f"{table}: {len(expected - stored)} rows of {len(expected)} not found"
+
+
 def test_summary_interpolates_along_the_sweep():
     df = pd.DataFrame({
         "model": ["m"] * 6,

@@ -32,6 +32,11 @@ from .tables import write_table
 from .workers import Worker
 
 
+# Model config fields that do not change what a table measures: the method parameters enter each row's own key, and
+# the warm-up grid is the comparison's (the committed tables were measured before it was added to the model configs).
+NOT_WORKLOAD = ("method_params", "warmup_grid")
+
+
 class TableRunner:
     def __init__(self, cfg):
         self.cfg = _plain(cfg)
@@ -70,7 +75,7 @@ class TableRunner:
     @property
     def workload(self) -> dict:
         if self._workload is None:  # fixed for the run, even if the weights file changes under it
-            identity = {k: v for k, v in self.model_cfg.items() if k not in ("method_params",)}
+            identity = {k: v for k, v in self.model_cfg.items() if k not in NOT_WORKLOAD}
             self._workload = {"model": identity, "conditions": self.num_conditions, "seeds": self.seeds,
                               "steps": self.steps, "weights": weights_stamp(self.model_cfg)}
         return self._workload
