@@ -7,7 +7,7 @@ import torch
 
 from cgtaylor import CGTaylorConfig, apply_cg_taylor, cg_taylor_stats, remove_cg_taylor
 from cgtaylor.gate import GateDecision
-from cgtaylor.metrics import count_flops
+from cgtaylor.meters import count_flops
 from cgtaylor.module_forecast import MODULE_LAYOUTS, ModuleForecastHook, block_children
 from cgtaylor.taylor import TaylorLadder
 from test_core_pipelines import RUNNERS

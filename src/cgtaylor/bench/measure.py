@@ -12,6 +12,7 @@ import torch
 from .. import _diffusers
 from ..api import apply_cg_taylor, cg_taylor_stats, remove_cg_taylor, reset_cg_taylor
 from ..config import CGTaylorConfig
+from ..meters import peak_memory_bytes, reset_peak_memory
 from .compiled import compile_transformer
 from .driver import Driver
 from .schedules import computed_per_context, schedule_config
@@ -57,17 +58,6 @@ def _count_hooked(module: torch.nn.Module, hook_name: str) -> int:
     return sum(1 for m in module.modules() if hook_name in _diffusers.hook_names(m))
 
 
-def _peak_reset(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats(device)
-
-
-def _peak(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-        return int(torch.cuda.max_memory_allocated(device))
-    return None
 
 
 def is_out_of_memory(error: BaseException) -> bool:
@@ -86,10 +76,10 @@ def forecasting_config(config: CGTaylorConfig, num_steps: int) -> CGTaylorConfig
 def measure_step_costs(spec: ModelSpec, transformer, driver: Driver, result: ModelResult, probe_steps: int) -> None:
     """Plain, full and forecast step times, and the peak memory of the plain model and of CG-Taylor."""
     device = driver.device
-    _peak_reset(device)
+    reset_peak_memory(device)
     plain = driver.run(probe_steps, step_times=True)
     result.plain_step_s = _median(plain.step_s[1:])
-    result.peak_bytes["plain"] = _peak(device)
+    result.peak_bytes["plain"] = peak_memory_bytes(device)
 
     # Threshold 0: every step computed, with the gate's own work (first-block error) included.
     config = CGTaylorConfig(**spec.cg_taylor).with_updates(threshold=0.0, num_inference_steps=probe_steps)
@@ -102,9 +92,9 @@ def measure_step_costs(spec: ModelSpec, transformer, driver: Driver, result: Mod
 
     # Every step but the first two and the last forecast (blocks 2..L skipped).
     apply_cg_taylor(transformer, forecasting_config(config, probe_steps))
-    _peak_reset(device)
+    reset_peak_memory(device)
     forecast = driver.run(probe_steps, step_times=True)
-    result.peak_bytes["cg_taylor"] = _peak(device)
+    result.peak_bytes["cg_taylor"] = peak_memory_bytes(device)
     records = cg_taylor_stats(transformer).for_context(spec.contexts[0])
     result.cache_bytes = cg_taylor_stats(transformer).total_cache_bytes
     skipped = sorted({r.step for r in records if not r.computed})
@@ -121,9 +111,9 @@ def measure_taylorseer_peak(spec: ModelSpec, transformer, driver: Driver, result
     try:
         apply_taylorseer(transformer, spec.taylorseer, dtype)
         result.taylorseer_modules = _count_hooked(transformer, _diffusers.taylorseer_hook_name())
-        _peak_reset(device)
+        reset_peak_memory(device)
         driver.run(probe_steps)
-        result.peak_bytes["taylorseer"] = _peak(device)
+        result.peak_bytes["taylorseer"] = peak_memory_bytes(device)
     except Exception as error:  # report, do not lose the other numbers
         if device.type == "cuda":
             torch.cuda.empty_cache()

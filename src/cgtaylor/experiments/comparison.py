@@ -24,10 +24,11 @@ import torch
 
 from ..io import atomic_write_text
 from .bootstrap import bootstrap_mean, paired_difference, verdict
-from .evaluation import SettingEvaluator, digest
+from .evaluation import SettingEvaluator
+from .keys import digest, weights_stamp
 from .models import _plain, load_model
+from .persistence import ensure_ignored
 from .protocol import Entry, EntrySearch
-from .runner import _ensure_ignored, _weights_stamp
 from .sample_sets import make_sample_sets
 from .tables import to_markdown
 from .workers import Worker
@@ -82,7 +83,7 @@ class ModelComparison:
         self.worker = worker or Worker()  # several processes on one model: each searches its share of entries first
         self.warmup_grid = [int(w) for w in self.model_cfg.get("warmup_grid") or [1, 3, 6]]
         workload = {"model": {k: v for k, v in self.model_cfg.items() if k != "method_params"},
-                    "weights": _weights_stamp(self.model_cfg), "samples": self.samples, "steps": self.steps}
+                    "weights": weights_stamp(self.model_cfg), "samples": self.samples, "steps": self.steps}
         self.workload_id = digest(workload, 10)
         base_cache = Path(cache_dir) if cache_dir else self.results_dir / "comparison" / ".cache"
         self.cache_dir = base_cache / f"{self.name}-{self.workload_id}"
@@ -104,7 +105,7 @@ class ModelComparison:
 
         from .registry import spec
 
-        _ensure_ignored(self.cache_dir.parent)
+        ensure_ignored(self.cache_dir.parent)
         self.worker.bind_device()
         model = load_model(self.model_cfg)
         selection, test = make_sample_sets(model, **self.samples)

@@ -12,7 +12,8 @@
     fitted on the model (:func:`fit_teacache_polynomial`) and accumulated; while the sum stays under the
     threshold the step reuses the residual of all blocks (``last output - first input``) cached at the last
     computed step. The first and the last step are always computed.
-- :func:`cache_state_bytes`: bytes of every tensor held in the states of the hooks under a module.
+- :func:`cache_state_bytes`: bytes of every tensor held in the states of the hooks under a module (measured during
+  a generation by :class:`cgtaylor.meters.CacheBytesMeter`).
 - :func:`remove_all_hooks`: removes every diffusers hook under a module.
 """
 
@@ -96,26 +97,6 @@ def cache_state_bytes(module: torch.nn.Module) -> int:
     return sum(
         _tensor_bytes(state, seen) for manager in state_managers(module) for state in _diffusers.context_states(manager)
     )
-
-
-class CacheBytesMeter:
-    """Largest :func:`cache_state_bytes` seen after any call of ``module`` while attached (states are reset at the
-    end of a generation, so they must be measured during it)."""
-
-    def __init__(self, module: torch.nn.Module):
-        self.module = module
-        self.peak = 0
-        self._handle = None
-
-    def __enter__(self):
-        self._handle = self.module.register_forward_hook(self._after)
-        return self
-
-    def _after(self, module, args, output):
-        self.peak = max(self.peak, cache_state_bytes(module))
-
-    def __exit__(self, *exc):
-        self._handle.remove()
 
 
 # ----------------------------------------------------------------------------------------------------------------------
