@@ -152,8 +152,10 @@ def test_caption_grammar_round_trip():
             assert zoo.parse_wan_caption(zoo.wan_caption(d, r)) == (d, r)
     assert zoo.parse_wan_caption("") is None
     assert zoo.parse_flux_caption("a red 3 in the top left") == (3, "red", "top left")
-    tok = models.tokenize(["a red 3 in the top left", ""])
-    assert tok.shape == (2, models.MAX_TOKENS) and tok[1, 0] == models.TOKEN_ID[models.NULL]
+    from cgtaylor.zoo import captions
+
+    tok = captions.tokenize(["a red 3 in the top left", ""])
+    assert tok.shape == (2, captions.MAX_TOKENS) and tok[1, 0] == captions.TOKEN_ID[captions.NULL]
 
 
 @pytest.mark.parametrize("name", zoo.MODEL_NAMES)
