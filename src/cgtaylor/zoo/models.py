@@ -321,7 +321,7 @@ class FluxDigits(ZooModel):
         g = torch.full((b,), float(guidance), device=dev, dtype=dt)
 
         def velocity(x, ts, i, sigma):
-            with t.cache_context("cond"):
+            with t.cache_context("cond", step_index=i, num_inference_steps=n, sigma=sigma):
                 return t(hidden_states=x.to(dt), timestep=(ts / 1000).expand(b).to(dt), guidance=g,
                          pooled_projections=pooled.to(dt), encoder_hidden_states=seq.to(dt), txt_ids=txt_ids,
                          img_ids=img_ids, return_dict=False)[0].float()
