@@ -135,7 +135,7 @@ def test_head_hook_names_of_first_block_cache_mag_cache_and_taylorseer():
     ]:
         model = tiny("dit")
         apply(model, config)
-        assert name in _diffusers.hook_names(find_blocks(model).first)
+        assert name in _diffusers.hook_names(find_blocks(model).blocks[0])
     model = tiny("dit")
     apply_taylorseer_cache(model, TaylorSeerCacheConfig(cache_identifiers=[r"transformer_blocks\.\d+\.ff"]))
     hooked = [m for m in model.modules() if _diffusers.taylorseer_hook_name() in _diffusers.hook_names(m)]
@@ -146,7 +146,7 @@ def _fbc_outputs(must_compute) -> list[torch.Tensor]:
     model = tiny("dit")
     apply_first_block_cache(model, FirstBlockCacheConfig(threshold=1e9))  # would skip every step it may
     if must_compute is not None:
-        registry = HookRegistry.check_if_exists_or_initialize(find_blocks(model).first)
+        registry = HookRegistry.check_if_exists_or_initialize(find_blocks(model).blocks[0])
         name = _diffusers.first_block_cache_head_hook_name()
         hook = _diffusers.fbc_head_hook_with_override(registry.get_hook(name), must_compute)
         registry.remove_hook(name, recurse=False)
