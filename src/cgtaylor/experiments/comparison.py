@@ -136,6 +136,9 @@ class ModelComparison:
             "target": chosen.target, "tolerance": float(self.cfg.get("tolerance", 0.04)), "params": json.dumps(_shown(chosen.params), sort_keys=True),
             "selection_speedup": chosen.speedup, "selection_psnr": chosen.psnr, "on_target": chosen.on_target,
             "edges": "; ".join(chosen.edges), "selection_points": evaluated,
+            "near_miss": "" if chosen.near_miss is None else json.dumps(
+                {"params": _shown(chosen.near_miss.params), "selection_speedup": chosen.near_miss.speedup,
+                 "selection_psnr": chosen.near_miss.psnr}, sort_keys=True),
             "test_speedup": tested["speedup"], "test_psnr": interval.mean, "test_psnr_low": interval.low,
             "test_psnr_high": interval.high, "test_ssim": sum(tested["ssim"]) / len(tested["ssim"]),
             "test_rel_l2": sum(tested["rel_l2"]) / len(tested["rel_l2"]), "n_test": len(tested["psnr"]),
@@ -194,6 +197,13 @@ def _verdict(interval, reference: pd.Series, row: pd.Series) -> str:
     if off:
         return "n/a: " + ", ".join(off)
     said = verdict(interval)
+    for side, other, favoured in ((row, reference, "ahead"), (reference, row, "behind")):
+        near = _near_miss(side)
+        if said == favoured and near is not None and near["selection_psnr"] > float(other["selection_psnr"]):
+            who = "peer" if side is row else "reference"
+            return (f"n/a: a {who} setting just outside the tolerance ({near['selection_speedup']:.2f}x) scored "
+                    f"{near['selection_psnr']:.1f} dB on selection, above the other side's "
+                    f"{float(other['selection_psnr']):.1f}")
     ratio = float(reference["test_speedup"]) / float(row["test_speedup"])
     tolerance = float(row.get("tolerance", 0.04))
     speeds = f"{float(reference['test_speedup']):.2f}x against {float(row['test_speedup']):.2f}x on the test set"
@@ -202,6 +212,11 @@ def _verdict(interval, reference: pd.Series, row: pd.Series) -> str:
     if ratio > 1 + tolerance and said in ("behind", "level"):
         return f"n/a: peer slower ({speeds})"
     return said
+
+
+def _near_miss(row: pd.Series) -> dict | None:
+    value = row.get("near_miss")
+    return json.loads(value) if isinstance(value, str) and value else None
 
 
 def run_comparison(model_cfg, comparison, results_dir, steps: int | None = None, cache_dir=None,
