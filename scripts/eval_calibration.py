@@ -92,7 +92,8 @@ def weights_id(name: str, tiny: bool) -> str:
 def evaluate_model(name: str, args, targets, progress) -> list[dict]:
     from cgtaylor import remove_cg_taylor
     from cgtaylor.calibrate import CalibrationWarning, calibrate_from_params
-    from cgtaylor.metrics import count_flops, psnr_per_sample
+    from cgtaylor.meters import count_flops
+    from cgtaylor.metrics import psnr_per_sample
     from cgtaylor import zoo
 
     model = zoo.tiny(name) if args.tiny else zoo.load(name)

@@ -17,7 +17,7 @@ import torch
 from tqdm import tqdm
 
 from cgtaylor.bench.compile_probe import probe_compile
-from cgtaylor.bench.real_scale import MODEL_ORDER, load_spec
+from cgtaylor.bench.specs import MODEL_ORDER, load_spec
 from cgtaylor.io import atomic_write_csv, atomic_write_text
 
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from cgtaylor import CGTaylorConfig, apply_cg_taylor, calibrate_cg_taylor, remove_cg_taylor, zoo
-from cgtaylor.bench import real_scale
+from cgtaylor.bench import measure, real_scale
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -140,7 +140,7 @@ BENCH_CASES = [
 
 @pytest.mark.parametrize("flags, flag, message", BENCH_CASES, ids=[" ".join(c[0]) for c in BENCH_CASES])
 def test_bench_flags_are_checked_before_any_model_is_built(flags, flag, message, monkeypatch, capsys, tmp_path):
-    monkeypatch.setattr(real_scale, "build_transformer", lambda *a, **k: pytest.fail("a model was built"))
+    monkeypatch.setattr(measure, "build_transformer", lambda *a, **k: pytest.fail("a model was built"))
     with pytest.raises(SystemExit) as stop:
         real_scale.main(["--reduced", "--out", str(tmp_path / "rs.md"), *flags])
     assert stop.value.code == 2

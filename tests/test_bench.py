@@ -8,16 +8,10 @@ import pandas as pd
 import pytest
 import torch
 
-from cgtaylor.bench.real_scale import (
-    MODEL_ORDER,
-    build_transformer,
-    forced_schedule,
-    load_spec,
-    main,
-    scaled_full_steps,
-    schedule_config,
-    simulate_schedule,
-)
+from cgtaylor.bench import measure
+from cgtaylor.bench.real_scale import main
+from cgtaylor.bench.schedules import forced_compute_steps, interval_schedule, scaled_full_steps, schedule_config
+from cgtaylor.bench.specs import MODEL_ORDER, build_transformer, load_spec
 
 
 def test_published_configs():
@@ -47,19 +41,23 @@ def test_real_size_on_meta_device(name, params):
 @pytest.mark.parametrize("num_steps", [8, 50])
 def test_forced_schedule_hits_every_count(num_steps):
     for full in range(2, num_steps + 1):
-        warmup, cap = forced_schedule(num_steps, full)
-        computed = simulate_schedule(num_steps, warmup, cap)
-        assert sum(computed) == full and computed[0] and computed[-1]
-    with pytest.raises(ValueError):
-        forced_schedule(num_steps, 1)
+        steps = forced_compute_steps(num_steps, full)
+        assert len(steps) == full and steps[0] == 0 and steps[-1] == num_steps - 1
+        assert list(steps) == sorted(set(steps))
+    with pytest.raises(ValueError, match="full_steps must be between 2"):
+        forced_compute_steps(num_steps, 1)
 
 
 def test_forced_schedule_spreads_paper_counts():
     # 23 of 50: the full steps are spread out, not 22 leading steps and the last one.
-    warmup, cap = forced_schedule(50, 23)
-    assert cap is not None and warmup < 10
+    steps = forced_compute_steps(50, 23)
+    warmup = next(i for i, step in enumerate(steps) if step != i)
+    gaps = {b - a for a, b in zip(steps[warmup - 1:-1], steps[warmup:-1])}
+    assert warmup < 10 and len(gaps) == 1 and steps == interval_schedule(50, warmup, gaps.pop())
+    assert interval_schedule(8, 1, 3) == (0, 3, 6, 7) and interval_schedule(8, 3, None) == (0, 1, 2, 7)
     config = schedule_config(load_spec("flux1-dev"), 50, 23)
-    assert math.isinf(config.threshold) and config.num_inference_steps == 50
+    assert config.compute_steps == steps and config.num_inference_steps == 50
+    assert not math.isinf(config.threshold)  # the schedule is forced by compute_steps, not by the gate's threshold
     assert scaled_full_steps([23, 15, 13, 11], 8) == [4, 2]
     assert scaled_full_steps([23, 15], 50) == [23, 15]
 
@@ -86,7 +84,7 @@ def test_reduced_run_end_to_end(tmp_path):
 def test_stopped_run_keeps_the_models_already_measured(tmp_path, monkeypatch):
     import cgtaylor.bench.real_scale as real_scale
 
-    measured = real_scale.bench_model
+    measured = measure.bench_model
 
     def stop_on_second(spec, *args, **kwargs):
         if spec.name != MODEL_ORDER[0]:

@@ -16,7 +16,8 @@ from cgtaylor.calibrate import (
     TargetUnreachableError,
     calibrate_cg_taylor,
 )
-from cgtaylor.metrics import count_flops
+from cgtaylor.meters import count_flops
+from cgtaylor.threshold_search import ProbeSearch, run_reference
 
 STEPS = 20
 
@@ -29,9 +30,9 @@ def pipe():
     torch.set_num_threads(threads)
 
 
-def probe(pipe, labels=(1, 2, 3, 4), seed=0):
+def probe(pipe, labels=(1, 2, 3, 4), seed=0, steps=STEPS):
     def generate():
-        out = pipe(class_labels=list(labels), num_inference_steps=STEPS, generator=torch.Generator().manual_seed(seed),
+        out = pipe(class_labels=list(labels), num_inference_steps=steps, generator=torch.Generator().manual_seed(seed),
                    output_type="np").images
         return torch.from_numpy(out).permute(0, 3, 1, 2)
 
@@ -120,6 +121,34 @@ def test_cost_bound(pipe):
     assert report.cost <= 3.0 and not report.reached and report.best_reachable == report.speedup
     assert report.cost == pytest.approx(1.0 + sum(t.cost for t in report.trials))
     assert report.generations == 1 + len(report.trials)
+
+
+def test_the_reference_is_run_once_apart_from_the_search(pipe):
+    generate, calls, base = probe(pipe, labels=(1, 2), steps=8), [], BASE.with_updates(num_inference_steps=8)
+
+    def counted():
+        calls.append(None)
+        return generate()
+
+    apply_cg_taylor(pipe, base)
+    reference = run_reference(pipe, pipe.transformer, counted, "memo")
+    assert len(calls) == 1 and _controller(pipe.transformer) is None  # taken with the accelerator removed
+    _, flops = count_flops(generate, pipe.transformer)
+    assert reference.flops == flops and reference.memo_flops  # every FLOP of the tiny DiT is inside a leaf
+    search = ProbeSearch(pipe, pipe.transformer, counted, base, reference, max_cost=4.0, data_range=1.0)
+    assert len(calls) == 1 and search.generations == 1 and search.trials[0.0].flops == flops
+    trial = search.run(0.05)
+    assert len(calls) == 2 and search.run(0.05) is trial and len(calls) == 2
+
+
+def test_memoised_and_exact_flops_calibrate_alike(pipe):
+    base = BASE.with_updates(num_inference_steps=10, warmup_steps=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", CalibrationWarning)  # reached or not, both counts must search alike
+        reports = [calibrate_cg_taylor(pipe, probe(pipe, labels=(1, 2), steps=10), target_speedup=2.0, base_config=base,
+                                       max_cost=5.0, flops=mode).report for mode in ("memo", "exact")]
+    assert len(reports[0].trials) >= 2
+    assert reports[0].trials == reports[1].trials and reports[0].threshold == reports[1].threshold
 
 
 

@@ -7,7 +7,7 @@ import torch
 
 from cgtaylor.bench.compile_probe import probe_compile
 from cgtaylor.bench.compiled import GraphCounter, compile_transformer
-from cgtaylor.bench.real_scale import build_transformer, load_spec
+from cgtaylor.bench.specs import build_transformer, load_spec
 
 SPECS = {"dit": "dit-xl-2-256", "flux": "flux1-dev", "wan": "wan2.1-t2v-1.3b"}
 # Dynamo alone ("eager" backend): the tracing (graph breaks, guards on the hooks' state, recompiles) is what

@@ -24,6 +24,15 @@ from cgtaylor.gate import SharedDecisions, decide
         (dict(cache_dtype="int8"), "cache_dtype"),
         (dict(cache_device="not-a-device"), "cache_device"),
         (dict(analysis="yes"), "analysis"),
+        (dict(probe_block=0), "probe_block"),
+        (dict(probe_block=2.0), "probe_block"),
+        (dict(probe_block=True), "probe_block"),
+        (dict(compute_steps="0,5"), "compute_steps"),
+        (dict(compute_steps=5), "compute_steps"),
+        (dict(compute_steps=[0, -1]), "compute_steps"),
+        (dict(compute_steps=[0, 2.0]), "compute_steps"),
+        (dict(compute_steps=[1, 2]), "compute_steps.*include step 0"),
+        (dict(compute_steps=[0, 3, 9], num_inference_steps=8), r"compute_steps.*below num_inference_steps=8.*\[9\]"),
     ],
 )
 def test_bad_option_names_the_field(kwargs, field):
@@ -35,6 +44,12 @@ def test_accepted_values_and_conversions():
     config = CGTaylorConfig(threshold=math.inf, cache_dtype="bfloat16", cache_device="cpu", max_consecutive_forecasts=3)
     assert config.cache_dtype is torch.bfloat16 and config.cache_device == torch.device("cpu")
     assert CGTaylorConfig(threshold=0).threshold == 0.0
+
+
+def test_compute_steps_are_kept_sorted_and_distinct():
+    assert CGTaylorConfig(compute_steps=[5, 0, 2, 5]).compute_steps == (0, 2, 5)
+    assert CGTaylorConfig().compute_steps is None and CGTaylorConfig().probe_block == 1
+    assert CGTaylorConfig.from_dict({"compute_steps": [0, 4], "probe_block": 3}).compute_steps == (0, 4)
 
 
 def test_from_dict_rejects_unknown_keys_and_lists_the_accepted_ones():
@@ -73,6 +88,24 @@ BASE = dict(num_steps=50, warmup_steps=3, threshold=0.1, last_block_ready=True, 
 def test_decide(step, error, overrides, compute, reason):
     decision = decide(step=step, first_block_error=error, **{**BASE, **overrides})
     assert type(decision.compute) is bool
+    assert (decision.compute, decision.reason) == (compute, reason)
+
+
+@pytest.mark.parametrize(
+    "step, error, overrides, compute, reason",
+    [
+        (0, None, {}, True, "first"),
+        (4, 0.0, {}, True, "scheduled"),
+        (1, 0.0, {}, False, "forecast"),  # inside warmup_steps: the schedule replaces the warm-up
+        (5, 5.0, {}, False, "forecast"),  # an error above the threshold does not compute
+        (5, float("nan"), {}, False, "forecast"),
+        (49, 0.0, {}, False, "forecast"),  # nor does the last step
+        (5, 0.0, dict(consecutive_forecasts=9, max_consecutive_forecasts=2), False, "forecast"),
+        (5, 0.0, dict(last_block_ready=False), True, "no_history"),
+    ],
+)
+def test_decide_with_a_forced_schedule(step, error, overrides, compute, reason):
+    decision = decide(step=step, first_block_error=error, compute_steps=(0, 4), **{**BASE, **overrides})
     assert (decision.compute, decision.reason) == (compute, reason)
 
 

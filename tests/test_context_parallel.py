@@ -13,7 +13,8 @@ import torch.multiprocessing as mp
 
 from cgtaylor import CGTaylorConfig, apply_cg_taylor
 from cgtaylor.bench.compile_probe import decisions, mixed_threshold
-from cgtaylor.bench.real_scale import Driver, build_transformer, load_spec
+from cgtaylor.bench.driver import Driver
+from cgtaylor.bench.specs import build_transformer, load_spec
 
 WORLD = 2
 STEPS = 10

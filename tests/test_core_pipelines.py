@@ -7,7 +7,7 @@ import torch
 from diffusers.hooks import FirstBlockCacheConfig
 
 from cgtaylor import CGTaylorConfig, apply_cg_taylor, cg_taylor_stats, remove_cg_taylor, reset_cg_taylor
-from cgtaylor.metrics import count_flops
+from cgtaylor.meters import count_flops
 from tiny_pipelines import flux_prompt_embeds, tiny_dit_pipeline, tiny_flux_pipeline, tiny_wan_pipeline, wan_prompt_embeds
 
 HUGE = 1e9

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import math
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -11,13 +12,15 @@ import torch
 from omegaconf import OmegaConf, open_dict
 
 from cgtaylor.experiments import ALL_TABLES, compose, run_table, summary_at_speedups
-from cgtaylor.experiments.hooks import CacheBytesMeter
 from cgtaylor.experiments.methods import METHOD_NAMES, make_generator
 from cgtaylor.experiments.models import load_model
-from cgtaylor.experiments.runner import MemoFlops, PerCallFlops, TableRunner, expand_rows
+from cgtaylor.experiments.rows import expand_rows, row_key
+from cgtaylor.experiments.runner import TableRunner
 from cgtaylor.experiments.tables import interpolate_at
+from cgtaylor.meters import CacheBytesMeter, ExactFlops, MemoFlops
 
 STEPS = 5
+COMMITTED_ROWS = Path(__file__).resolve().parents[1] / "results" / "tables" / "rows"
 MODELS = {"dit": "dit-digits", "flux": "flux-digits", "wan": "wan-digits"}
 
 # Parameters that must skip work on any random model within STEPS steps.
@@ -49,7 +52,7 @@ def tiny(request):
     model_cfg = _model_cfg(request.param)
     model = _tiny_model(request.param)
     conditions = model.default_conditions(1, seed=0)
-    with PerCallFlops(model.transformer) as flops:
+    with ExactFlops(model.transformer) as flops:
         reference = model(conditions, num_inference_steps=STEPS, seed=0)
     return request.param, model_cfg, model, conditions, reference, flops.total
 
@@ -65,7 +68,7 @@ def test_every_method_reduces_flops_changes_output_and_is_removable(tiny):
     assert set(SKIPPING) == set(METHOD_NAMES) - {"full", "cg-taylor-target"}
     for method in SKIPPING:
         generator = make_generator(model, method, _params(model_cfg, method), num_inference_steps=STEPS)
-        with PerCallFlops(model.transformer) as flops, MemoFlops(model.transformer) as memo, \
+        with ExactFlops(model.transformer) as flops, MemoFlops(model.transformer) as memo, \
                 CacheBytesMeter(model.transformer) as meter:
             output = generator(conditions, seed=0)
         generator.remove()
@@ -100,7 +103,7 @@ def test_cg_taylor_target_searches_a_threshold_then_runs_cg_taylor(tmp_path):
     generator = make_generator(model, "cg-taylor-target", params, num_inference_steps=STEPS,
                                calibration_conditions=conditions, calibration_file=tmp_path / "target.json")
     assert generator.name == "cg-taylor" and generator.params["threshold"] == generator.calibration["threshold"]
-    with PerCallFlops(model.transformer) as flops:
+    with ExactFlops(model.transformer) as flops:
         generator(conditions, seed=0)
     generator.remove()
     assert len(list(tmp_path.glob("target-*.json"))) == 1
@@ -108,7 +111,7 @@ def test_cg_taylor_target_searches_a_threshold_then_runs_cg_taylor(tmp_path):
 
 
 def _full_flops(model, conditions) -> int:
-    with PerCallFlops(model.transformer) as flops:
+    with ExactFlops(model.transformer) as flops:
         model(conditions, num_inference_steps=STEPS, seed=0)
     return flops.total
 
@@ -116,10 +119,10 @@ def _full_flops(model, conditions) -> int:
 def test_full_method_and_threshold_zero_cg_taylor_compute_everything():
     model = _tiny_model("dit")
     conditions = model.default_conditions(1)
-    with PerCallFlops(model.transformer) as full:
+    with ExactFlops(model.transformer) as full:
         model(conditions, num_inference_steps=STEPS, seed=0)
     generator = make_generator(model, "cg-taylor", {"threshold": 0.0}, num_inference_steps=STEPS)
-    with PerCallFlops(model.transformer) as gated:
+    with ExactFlops(model.transformer) as gated:
         generator(conditions, seed=0)
     generator.remove()
     assert gated.total >= full.total  # nothing skipped: such a row must be flagged invalid
@@ -210,6 +213,16 @@ def test_every_table_expands_to_known_methods(table, profile):
                 "taylor_formula", "probe_block_4", "probe_block_14", "gate", "fixed_schedule"} <= groups
 
 
+@pytest.mark.parametrize("table", ALL_TABLES)
+def test_a_rerun_of_a_committed_table_finds_every_row(table):
+    """Every row the default profile expands to is stored under the key the runner looks for: a rerun computes
+    nothing, and a change to keys or workload identity (which would recompute every table) fails here."""
+    runner = TableRunner(compose([f"table={table}", "profile=default"]))
+    stored = {path.stem for path in (COMMITTED_ROWS / table / runner.workload_id).glob("*.json")}
+    expected = {row_key(row) for row in runner.rows()}
+    assert expected and expected <= stored, f"{table}: {len(expected - stored)} rows of {len(expected)} not found"
+
+
 def test_summary_interpolates_along_the_sweep():
     df = pd.DataFrame({
         "model": ["m"] * 6,
@@ -265,7 +278,7 @@ def test_warmup_steps_are_computed_by_every_peer(method, params):
     flops = {}
     for warmup in (1, 3):
         generator = make_generator(model, method, dict(params, warmup_steps=warmup), num_inference_steps=STEPS)
-        with PerCallFlops(model.transformer) as counted:
+        with ExactFlops(model.transformer) as counted:
             generator(conditions, seed=0)
         generator.remove()
         flops[warmup] = counted.total
@@ -286,10 +299,10 @@ def test_magcache_is_calibrated_per_cache_context_on_a_cfg_model(tmp_path):
     from diffusers.hooks import HookRegistry
 
     from cgtaylor.blocks import find_blocks
-    from cgtaylor.experiments.diffusers_peers import _MAG_CACHE_LEADER_BLOCK_HOOK
+    from cgtaylor._diffusers import mag_cache_head_hook_name
 
     head = HookRegistry.check_if_exists_or_initialize(find_blocks(model.transformer).blocks[0])
-    used = head.get_hook(_MAG_CACHE_LEADER_BLOCK_HOOK).config.mag_ratios  # the last call was the uncond pass
+    used = head.get_hook(mag_cache_head_hook_name()).config.mag_ratios  # the last call was the uncond pass
     generator.remove()
     assert torch.isfinite(output).all()
     assert torch.allclose(torch.as_tensor(used, dtype=torch.float32),

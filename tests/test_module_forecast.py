@@ -7,7 +7,7 @@ import torch
 
 from cgtaylor import CGTaylorConfig, apply_cg_taylor, cg_taylor_stats, remove_cg_taylor
 from cgtaylor.gate import GateDecision
-from cgtaylor.metrics import count_flops
+from cgtaylor.meters import count_flops
 from cgtaylor.module_forecast import MODULE_LAYOUTS, ModuleForecastHook, block_children
 from cgtaylor.taylor import TaylorLadder
 from test_core_pipelines import RUNNERS
@@ -70,8 +70,8 @@ def test_the_cache_holds_order_plus_one_tensors_per_forecast_child(pipes):
                 handles.append(child.register_forward_hook(
                     lambda m, a, out, key=key: outputs.__setitem__(key, [t for t in (
                         out if isinstance(out, tuple) else (out,)) if t is not None])))
-    index = block_metadata(blocks.first).return_hidden_states_index
-    handles.append(blocks.first.register_forward_hook(lambda m, a, out: outputs.__setitem__("probe", [out[index]])))
+    index = block_metadata(blocks.blocks[0]).return_hidden_states_index
+    handles.append(blocks.blocks[0].register_forward_hook(lambda m, a, out: outputs.__setitem__("probe", [out[index]])))
     RUNNERS["flux"](pipe, 8)
     for handle in handles:
         handle.remove()

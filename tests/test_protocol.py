@@ -206,9 +206,15 @@ def test_verdicts_need_both_sides_on_target_and_no_caveat():
     ours = [40.0 + 0.1 * i for i in range(20)]
     worse = [v - 2.0 for v in ours]
     better = [v + 2.0 for v in ours]
+    near = json.dumps({"params": {"interval": 2}, "selection_speedup": 1.92, "selection_psnr": 47.0})
     rows = [dict(group=g, target=2.0, on_target=on, selection_speedup=s, test_speedup=t, tolerance=0.04, caveat=c,
-                 test_psnr_per_sample=json.dumps(p))
-            for g, on, s, t, c, p in (("cg-taylor", True, 2.0, 1.9, "", ours), ("a", True, 2.0, 1.95, "", worse),
+                 test_psnr_per_sample=json.dumps(p), selection_psnr=45.0, near_miss=n)
+            for g, on, s, t, c, p, n in (
+                ("cg-taylor", True, 2.0, 1.9, "", ours, ""), ("h", True, 2.0, 1.95, "", worse, near),
+                ("i", True, 2.0, 1.95, "", better, near))]
+    rows += [dict(group=g, target=2.0, on_target=on, selection_speedup=s, test_speedup=t, tolerance=0.04, caveat=c,
+                  test_psnr_per_sample=json.dumps(p), selection_psnr=45.0, near_miss="")
+             for g, on, s, t, c, p in (("a", True, 2.0, 1.95, "", worse),
                                       ("b", False, 2.5, 2.5, "", worse), ("c", True, 2.0, 2.0, "known to be off", worse),
                                       ("d", True, 2.0, 2.1, "", worse), ("e", True, 2.0, 2.1, "", better),
                                       ("f", True, 1.9, 1.6, "", better), ("g", True, 1.9, 1.6, "", worse))]
@@ -222,6 +228,10 @@ def test_verdicts_need_both_sides_on_target_and_no_caveat():
     # the peer ran >4% slower: its lead may be the extra FLOPs, the reference's lead stands
     assert verdicts["f"] == "n/a: peer slower (1.90x against 1.60x on the test set)"
     assert verdicts["g"] == "ahead"
+    # the peer's landed setting lost, but one just outside the tolerance beat the reference on selection
+    assert verdicts["h"] == ("n/a: a peer setting just outside the tolerance (1.92x) scored 47.0 dB on selection, "
+                             "above the other side's 45.0")
+    assert verdicts["i"] == "behind"  # a near miss cannot withhold a verdict against the reference
 
 
 def test_the_results_section_sets_each_cell_beside_the_sweep_tables_reading(tmp_path):
@@ -240,3 +250,17 @@ def test_the_results_section_sets_each_cell_beside_the_sweep_tables_reading(tmp_
     # a sweep that never reached 3x reads empty; groups the sweeps do not have are left out
     assert moved["sweep reading (dB)"].iloc[0] == 40.0 and pd.isna(moved["sweep reading (dB)"].iloc[1])
     assert against_sweeps(cells, tmp_path / "nowhere").empty
+
+
+def test_a_near_miss_is_the_best_setting_just_outside_the_tolerance_that_beat_the_choice():
+    from types import SimpleNamespace
+
+    from cgtaylor.experiments.protocol import EntrySearch, Point
+
+    chosen = Point({"interval": 3}, 2.06, 55.0)
+    points = [chosen, Point({"interval": 2}, 1.92, 63.0), Point({"interval": 2, "w": 9}, 1.90, 64.0),
+              Point({"interval": 4}, 1.70, 70.0), Point({"interval": 3, "w": 1}, 2.01, 56.0)]
+    search = SimpleNamespace(tolerance=0.04)
+    near = EntrySearch._near_miss(search, points, chosen, 2.0)
+    assert near.params == {"interval": 2, "w": 9}  # 1.70x is more than twice the tolerance away; 2.01x is inside
+    assert EntrySearch._near_miss(search, points[:1] + points[3:], chosen, 2.0) is None

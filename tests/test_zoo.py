@@ -118,6 +118,20 @@ def test_wan_cfg_passes_run_in_named_cache_contexts(tiny_models):
     assert rec.state_manager._state_cache == {} or all(s.calls == 0 for s in rec.state_manager._state_cache.values())
 
 
+@pytest.mark.parametrize("name", ["flux-digits", "wan-digits"])
+def test_flow_samplers_tell_the_step_so_cg_taylor_computes_the_last_one(name):
+    from cgtaylor import CGTaylorConfig, apply_cg_taylor, cg_taylor_stats, remove_cg_taylor
+
+    m = zoo.tiny(name)
+    apply_cg_taylor(m.transformer, CGTaylorConfig(threshold=1e9, warmup_steps=1))  # no step count in the config
+    try:
+        m(m.default_conditions(1), num_inference_steps=6, seed=0)
+        records = cg_taylor_stats(m.transformer).for_context("cond")
+    finally:
+        remove_cg_taylor(m.transformer)
+    assert [r.step for r in records if r.computed] == [0, 5]
+
+
 def test_bad_conditions_raise(tiny_models):
     with pytest.raises(ValueError, match="colour"):
         tiny_models["flux-digits"](["a purple 3 in the top left"], num_inference_steps=1)
@@ -152,8 +166,10 @@ def test_caption_grammar_round_trip():
             assert zoo.parse_wan_caption(zoo.wan_caption(d, r)) == (d, r)
     assert zoo.parse_wan_caption("") is None
     assert zoo.parse_flux_caption("a red 3 in the top left") == (3, "red", "top left")
-    tok = models.tokenize(["a red 3 in the top left", ""])
-    assert tok.shape == (2, models.MAX_TOKENS) and tok[1, 0] == models.TOKEN_ID[models.NULL]
+    from cgtaylor.zoo import captions
+
+    tok = captions.tokenize(["a red 3 in the top left", ""])
+    assert tok.shape == (2, captions.MAX_TOKENS) and tok[1, 0] == captions.TOKEN_ID[captions.NULL]
 
 
 @pytest.mark.parametrize("name", zoo.MODEL_NAMES)

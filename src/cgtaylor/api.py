@@ -8,6 +8,7 @@ import torch
 from diffusers.hooks import HookRegistry
 from diffusers.utils.torch_utils import unwrap_module
 
+from . import _diffusers
 from .blocks import find_blocks
 from .config import CGTaylorConfig
 from .hooks import (CGTaylorController, CGTaylorTransformerHook, FirstBlockHook, LastBlockHook, MiddleBlockHook,
@@ -49,9 +50,17 @@ def _targets(target) -> tuple[list[torch.nn.Module], object | None]:
 
 
 def _controller(transformer: torch.nn.Module) -> CGTaylorController | None:
-    registry = getattr(transformer, "_diffusers_hook", None)
+    registry = _diffusers.hook_registry(transformer)
     hook = registry.get_hook(TRANSFORMER_HOOK) if registry is not None else None
     return hook.controller if hook is not None else None
+
+
+def _check_probe_block(probe_block: int, transformer: torch.nn.Module, num_blocks: int) -> None:
+    if probe_block >= num_blocks:
+        raise ValueError(
+            f"CGTaylorConfig.probe_block must be in 1..{num_blocks - 1} for {type(transformer).__name__}, which has "
+            f"{num_blocks} blocks (the last block is forecast, not measured), got {probe_block}"
+        )
 
 
 def apply_cg_taylor(target, config: CGTaylorConfig | None = None) -> None:
@@ -67,24 +76,25 @@ def apply_cg_taylor(target, config: CGTaylorConfig | None = None) -> None:
         if getattr(transformer, "is_cache_enabled", False):
             raise ValueError(
                 f"{type(transformer).__name__} already has a diffusers cache enabled "
-                f"({type(transformer._cache_config).__name__}); call transformer.disable_cache() first"
+                f"({type(_diffusers.enabled_cache_config(transformer)).__name__}); call transformer.disable_cache() first"
             )
         blocks = find_blocks(transformer)  # validates before anything is changed
+        _check_probe_block(config.probe_block, transformer, len(blocks.blocks))
         if config.forecast == "modules":
-            for block in blocks.blocks[1:]:
+            for block in blocks.blocks[config.probe_block:]:
                 block_children(block)  # raises for a block class whose children it does not know
         remove_cg_taylor(transformer)
         controller = CGTaylorController(config, steps_provider, transformer)
         HookRegistry.check_if_exists_or_initialize(transformer).register_hook(
             CGTaylorTransformerHook(controller), TRANSFORMER_HOOK
         )
-        HookRegistry.check_if_exists_or_initialize(blocks.first).register_hook(
+        HookRegistry.check_if_exists_or_initialize(blocks.probe(config.probe_block)).register_hook(
             FirstBlockHook(controller), FIRST_BLOCK_HOOK
         )
         if config.forecast == "modules":
-            _register_module_hooks(controller, blocks)
+            _register_module_hooks(controller, blocks, config.probe_block)
         else:
-            for block in blocks.middle:
+            for block in blocks.skipped_after(config.probe_block):
                 HookRegistry.check_if_exists_or_initialize(block).register_hook(
                     MiddleBlockHook(controller), MIDDLE_BLOCK_HOOK
                 )
@@ -95,8 +105,8 @@ def apply_cg_taylor(target, config: CGTaylorConfig | None = None) -> None:
         HookRegistry.check_if_exists_or_initialize(transformer).invalidate_child_registries_cache()
 
 
-def _register_module_hooks(controller: CGTaylorController, blocks) -> None:
-    for child, hook in module_hooks(controller, blocks):
+def _register_module_hooks(controller: CGTaylorController, blocks, probe_block: int) -> None:
+    for child, hook in module_hooks(controller, blocks.names[probe_block:], blocks.blocks[probe_block:]):
         HookRegistry.check_if_exists_or_initialize(child).register_hook(hook, MODULE_HOOK)
     HookRegistry.check_if_exists_or_initialize(blocks.last).register_hook(
         ModulesLastBlockHook(controller), LAST_BLOCK_HOOK

@@ -26,6 +26,26 @@ def _as_dtype(value) -> torch.dtype | None:
     return None if value is None else compute_dtype("CGTaylorConfig.cache_dtype (or None: as the features)", value)
 
 
+def _as_schedule(steps, num_inference_steps: int | None) -> tuple[int, ...] | None:
+    """``compute_steps`` as a sorted tuple of distinct step indices (None stays None)."""
+    if steps is None:
+        return None
+    accepted = "None or a list of step indices >= 0 that includes 0"
+    if isinstance(steps, (str, bytes)) or not hasattr(steps, "__iter__"):
+        raise ValueError(f"CGTaylorConfig.compute_steps must be {accepted}, got {steps!r}")
+    steps = list(steps)
+    bad = [s for s in steps if isinstance(s, bool) or not isinstance(s, int) or s < 0]
+    if bad:
+        raise ValueError(f"CGTaylorConfig.compute_steps must be {accepted}; {bad} are not step indices")
+    if 0 not in steps:
+        raise ValueError(f"CGTaylorConfig.compute_steps must include step 0 (the first step has nothing to forecast "
+                         f"from), got {steps}")
+    if num_inference_steps is not None and max(steps) >= num_inference_steps:
+        raise ValueError(f"CGTaylorConfig.compute_steps must be steps below num_inference_steps={num_inference_steps}"
+                         f", got {sorted(s for s in steps if s >= num_inference_steps)}")
+    return tuple(sorted(set(steps)))
+
+
 @dataclass
 class CGTaylorConfig:
     """Settings of the confidence gate and the two Taylor forecasters.
@@ -45,6 +65,14 @@ class CGTaylorConfig:
             is the TaylorSeer recursion ``sum F[i] (t-s)^i / i!`` with differences over the last interval.
             Both agree at order 0 and 1.
         max_consecutive_forecasts: cap on forecast steps in a row (None: no cap).
+        probe_block: which block the gate measures, counted from 1 (1: the first block, the method). Blocks
+            before it always run; the blocks after it, up to the last, are skipped on forecast steps, and the
+            residual forecast is taken from its output. Must be below the model's block count (the last block
+            is the one forecast); ``apply_cg_taylor`` checks it against the model.
+        compute_steps: a forced schedule: the step indices computed in full, every other step forecast (the
+            gate then measures and records its error but decides nothing). Replaces the threshold, warm-up,
+            cap and last-step rules; must include step 0 (nothing to forecast from before it); steps beyond the
+            run are never reached. None: the gate decides.
         num_inference_steps: step count, used when neither the cache context nor a pipeline tells it; the
             last step is always computed in full when it is known.
         cache_dtype / cache_device: where the Taylor factors are kept (None: as the features).
@@ -62,6 +90,8 @@ class CGTaylorConfig:
     forecast: str = "residual"
     taylor_formula: str = "newton"
     max_consecutive_forecasts: int | None = None
+    probe_block: int = 1
+    compute_steps: tuple[int, ...] | None = None
     num_inference_steps: int | None = None
     cache_dtype: torch.dtype | str | None = None
     cache_device: torch.device | str | None = None
@@ -86,6 +116,8 @@ class CGTaylorConfig:
             _require_int("max_consecutive_forecasts", self.max_consecutive_forecasts, 1)
         if self.num_inference_steps is not None:
             _require_int("num_inference_steps", self.num_inference_steps, 1)
+        _require_int("probe_block", self.probe_block, 1)
+        self.compute_steps = _as_schedule(self.compute_steps, self.num_inference_steps)
         self.cache_dtype = _as_dtype(self.cache_dtype)
         if self.cache_device is not None:
             try:

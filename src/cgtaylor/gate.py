@@ -8,7 +8,7 @@ from dataclasses import dataclass
 @dataclass(frozen=True)
 class GateDecision:
     compute: bool
-    reason: str  # first | last | warmup | no_history | cap | error | forecast
+    reason: str  # first | last | warmup | no_history | cap | error | forecast | scheduled
 
 
 def decide(
@@ -21,10 +21,17 @@ def decide(
     last_block_ready: bool,
     consecutive_forecasts: int,
     max_consecutive_forecasts: int | None,
+    compute_steps: tuple[int, ...] | None = None,
 ) -> GateDecision:
-    """Whether step ``step`` is computed in full. Returns Python bools only, never tensors."""
+    """Whether step ``step`` is computed in full. Returns Python bools only, never tensors.
+
+    With a forced schedule (``compute_steps``) the listed steps are computed and every other step is forecast
+    wherever the forecaster has history; the warm-up, last-step, cap and error rules do not apply.
+    """
     if step == 0:
         return GateDecision(True, "first")
+    if compute_steps is not None:
+        return _scheduled(step, compute_steps, last_block_ready)
     if num_steps is not None and step >= num_steps - 1:
         return GateDecision(True, "last")
     if step < warmup_steps:
@@ -35,6 +42,14 @@ def decide(
         return GateDecision(True, "cap")
     if not first_block_error < threshold:  # NaN errors compute in full
         return GateDecision(True, "error")
+    return GateDecision(False, "forecast")
+
+
+def _scheduled(step: int, compute_steps: tuple[int, ...], last_block_ready: bool) -> GateDecision:
+    if step in compute_steps:
+        return GateDecision(True, "scheduled")
+    if not last_block_ready:
+        return GateDecision(True, "no_history")
     return GateDecision(False, "forecast")
 
 

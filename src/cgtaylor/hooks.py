@@ -1,8 +1,9 @@
-"""Confidence-Gated Taylor as diffusers hooks: one on the transformer, one on each block.
+"""Confidence-Gated Taylor as diffusers hooks: one on the transformer, one on each block from the gate's probe on.
 
 The transformer hook learns which step a call is (and whether a new trajectory began); the first block's hook
-compares the block's output with its own Taylor forecast and decides; the other blocks pass their input
-through on forecast steps, and the last block then returns the forecast of its own output.
+(on block ``config.probe_block``, the first by default) compares the block's output with its own Taylor forecast
+and decides; the blocks after it pass their input through on forecast steps, and the last block then returns
+the forecast of its own output.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ import weakref
 import torch
 from diffusers.hooks.hooks import BaseState, CacheContext, ModelHook, StateManager
 
-from .blocks import block_metadata
+from . import _diffusers
+from .blocks import block_metadata, hidden_output, identity_output
 from .config import CGTaylorConfig
 from .gate import GateDecision, SharedDecisions, decide
 from .parallel import context_parallel_group, relative_l1
@@ -105,7 +107,7 @@ class CGTaylorController:
 
     @torch.compiler.disable
     def begin_call(self, timestep) -> None:
-        if self.state_manager._context is None:
+        if _diffusers.current_context(self.state_manager) is None:
             # DiT and several pipeline variants never set a cache context.
             self.state_manager.set_context(CacheContext(DEFAULT_CONTEXT))
         context = self.state_manager.context
@@ -126,8 +128,8 @@ class CGTaylorController:
         state.last_step_index = state.step
 
     def _warn_if_nothing_to_skip(self, num_steps: int | None) -> None:
-        if num_steps is None or self._warned_steps == num_steps:
-            return
+        if num_steps is None or self._warned_steps == num_steps or self.config.compute_steps is not None:
+            return  # a forced schedule says itself which steps are computed
         skippable = num_steps - max(self.config.warmup_steps, 1) - 1
         if skippable <= 0:
             logger.warning(
@@ -154,7 +156,8 @@ class CGTaylorController:
             state.last.clear()
             state.modules.clear()
         error = None
-        if state.first.ready and (step >= config.warmup_steps or config.analysis):
+        measured = step >= config.warmup_steps or config.analysis or config.compute_steps is not None
+        if state.first.ready and measured:
             # Under context parallelism all ranks sum the error over their shards: one decision for all.
             error = relative_l1(state.first.forecast(step), first_output, context_parallel_group(self._transformer()))
 
@@ -169,6 +172,7 @@ class CGTaylorController:
                 last_block_ready=state.forecaster_ready,
                 consecutive_forecasts=state.consecutive_forecasts,
                 max_consecutive_forecasts=config.max_consecutive_forecasts,
+                compute_steps=config.compute_steps,
             )
             if self.shared.is_leader(name):
                 self.shared.record(step, decision)
@@ -237,10 +241,8 @@ class CGTaylorController:
         self.shared.reset()
 
 
-class CGTaylorTransformerHook(ModelHook):
+class CGTaylorTransformerHook(_diffusers.StatefulModelHook):
     """On the transformer: sets a default context, finds the step index and new trajectories."""
-
-    _is_stateful = True
 
     def __init__(self, controller: CGTaylorController):
         super().__init__()
@@ -288,22 +290,11 @@ class _BlockHook(ModelHook):
         return module
 
     def _hidden(self, output):
-        return output[self._metadata.return_hidden_states_index] if isinstance(output, tuple) else output
+        return hidden_output(self._metadata, output)
 
     def _pass_through(self, args, kwargs, hidden_states=None):
         """The block's output as if it were the identity (optionally with other hidden states)."""
-        metadata = self._metadata
-        if hidden_states is None:
-            hidden_states = metadata._get_parameter_from_args_kwargs(metadata.hidden_states_argument_name, args, kwargs)
-        if metadata.return_encoder_hidden_states_index is None:
-            return hidden_states
-        encoder_states = metadata._get_parameter_from_args_kwargs(
-            metadata.encoder_hidden_states_argument_name, args, kwargs
-        )
-        output = [None, None]
-        output[metadata.return_hidden_states_index] = hidden_states
-        output[metadata.return_encoder_hidden_states_index] = encoder_states
-        return tuple(output)
+        return identity_output(self._metadata, args, kwargs, hidden_states)
 
 
 class FirstBlockHook(_BlockHook):
@@ -332,9 +323,7 @@ class ModulesLastBlockHook(_BlockHook):
 class LastBlockHook(_BlockHook):
     def new_forward(self, module, *args, **kwargs):
         if self.controller._state().skipping:
-            like = self._metadata._get_parameter_from_args_kwargs(
-                self._metadata.hidden_states_argument_name, args, kwargs
-            )
+            like = _diffusers.block_argument(self._metadata, self._metadata.hidden_states_argument_name, args, kwargs)
             return self._pass_through(args, kwargs, self.controller.forecast_last_block(like))
         output = self.fn_ref.original_forward(*args, **kwargs)
         self.controller.after_last_block(self._hidden(output))

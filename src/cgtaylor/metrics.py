@@ -1,11 +1,8 @@
-"""Fidelity to a full-compute reference, and the FLOPs a generation actually executes."""
+"""Fidelity to a full-compute reference: PSNR, SSIM, relative L2 (what a generation costs: :mod:`cgtaylor.meters`)."""
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
 
 def _as_images(x: torch.Tensor) -> torch.Tensor:
@@ -47,77 +44,3 @@ def relative_l2(output: torch.Tensor, reference: torch.Tensor) -> float:
 
 def fidelity(output: torch.Tensor, reference: torch.Tensor) -> dict[str, float]:
     return {"psnr": psnr(output, reference), "ssim": ssim(output, reference), "rel_l2": relative_l2(output, reference)}
-
-
-class _TotalsOnly:
-    """Stands in for ``FlopCounterMode``'s module tracker: every FLOP counts once, under "Global". The tracker walks
-    the module tree on every call, which is slow and recurses forever on models that put a parent under a child
-    during their forward (cache-dit's patched transformers)."""
-
-    parents = ("Global",)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return None
-
-
-def flop_counter() -> FlopCounterMode:
-    """A ``FlopCounterMode`` that counts total FLOPs only (``get_total_flops()``), without per-module attribution."""
-    counter = FlopCounterMode(display=False)
-    counter.mod_tracker = _TotalsOnly()
-    return counter
-
-
-def input_signature(args, kwargs) -> tuple:
-    """Shapes and dtypes of a call's tensor arguments: calls with equal signatures run the same FLOPs."""
-
-    def signature(value):
-        if isinstance(value, torch.Tensor):
-            return (tuple(value.shape), value.dtype)
-        if isinstance(value, (tuple, list)):
-            return tuple(signature(v) for v in value)
-        return None
-
-    return signature(args), tuple(sorted((k, signature(v)) for k, v in kwargs.items()))
-
-
-class ModuleFlops:
-    """Counts the FLOPs executed inside one module (e.g. the transformer) while active."""
-
-    def __init__(self, module: torch.nn.Module):
-        self.module = module
-        self.total = 0
-
-    @contextmanager
-    def counting(self):
-        active: list[FlopCounterMode] = []
-
-        def enter(module, args):
-            active.append(flop_counter())
-            active[-1].__enter__()
-
-        def leave(module, args, output):
-            counter = active.pop()
-            counter.__exit__(None, None, None)
-            self.total += counter.get_total_flops()
-
-        handles = [self.module.register_forward_pre_hook(enter), self.module.register_forward_hook(leave)]
-        try:
-            yield self
-        finally:
-            for handle in handles:
-                handle.remove()
-
-
-def count_flops(fn, module: torch.nn.Module | None = None) -> tuple[object, int]:
-    """Run ``fn()`` and return its result with the FLOPs executed (inside ``module`` only, if given)."""
-    if module is None:
-        with flop_counter() as counter:
-            result = fn()
-        return result, counter.get_total_flops()
-    meter = ModuleFlops(module)
-    with meter.counting():
-        result = fn()
-    return result, meter.total

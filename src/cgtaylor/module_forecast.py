@@ -101,10 +101,11 @@ class ModuleForecastHook(ModelHook):
         return tuple(outputs) if cache.tuple_output else outputs[0]
 
 
-def module_hooks(controller, blocks) -> list[tuple[torch.nn.Module, ModuleForecastHook]]:
-    """The hooks for every block after the first (which the gate always computes)."""
+def module_hooks(controller, names: list[str], blocks: list[torch.nn.Module]) -> list[tuple[torch.nn.Module,
+                                                                                          ModuleForecastHook]]:
+    """The hooks for the children of ``blocks``: those after the probe block, which the gate always computes."""
     hooks = []
-    for block_name, block in zip(blocks.names[1:], blocks.blocks[1:]):
+    for block_name, block in zip(names, blocks):
         for child_name, child, skipped in block_children(block):
             hooks.append((child, ModuleForecastHook(controller, f"{block_name}.{child_name}", skipped)))
     return hooks

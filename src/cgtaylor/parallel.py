@@ -7,13 +7,15 @@ skips the remaining blocks would leave the other waiting in an attention all-to-
 numerator and denominator are therefore summed over the mesh (one collective of two scalars) before the
 comparison; each rank keeps forecasting its own shard.
 
-This module is the only place that reads diffusers' (private) parallel configuration.
+diffusers' (private) parallel configuration is read through :mod:`cgtaylor._diffusers`.
 """
 
 from __future__ import annotations
 
 import torch
 import torch.distributed as dist
+
+from . import _diffusers
 
 
 def context_parallel_group(transformer: torch.nn.Module | None):
@@ -24,9 +26,7 @@ def context_parallel_group(transformer: torch.nn.Module | None):
     """
     if transformer is None or not (dist.is_available() and dist.is_initialized()):
         return None
-    parallel_config = getattr(transformer, "_parallel_config", None)
-    cp_config = getattr(parallel_config, "context_parallel_config", None)
-    mesh = getattr(cp_config, "_flattened_mesh", None)
+    mesh = _diffusers.context_parallel_mesh(transformer)
     if mesh is None or mesh.size() < 2:
         return None
     return mesh.get_group()

@@ -5,7 +5,7 @@ A change of the gate's settings re-runs only the accelerated generation. Its FLO
 (``FlopCounterMode`` makes a generation several times slower); they follow from the gate's decisions and two
 per-call counts measured once per model and batch: a full transformer call and a forecast call (the full call
 less the blocks a forecast skips). ``FlopCounterMode`` counts matrix products and convolutions only, so the sum
-equals what :func:`cgtaylor.metrics.count_flops` reports for the same run (a test checks it).
+equals what :func:`cgtaylor.meters.count_flops` reports for the same run (a test checks it).
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ from .. import zoo
 from ..api import apply_cg_taylor, cg_taylor_stats, remove_cg_taylor
 from ..blocks import find_blocks
 from ..config import CGTaylorConfig
-from ..metrics import ModuleFlops, count_flops, fidelity
+from ..meters import ExactFlops, count_flops
+from ..metrics import fidelity
 from .gate_run import GateRun
 
 
@@ -66,10 +67,10 @@ def call_flops(model, conditions) -> tuple[float, float]:
         _, total = count_flops(lambda: model(conditions, num_inference_steps=1, seed=0), transformer)
     finally:
         handle.remove()
-    skipped = [ModuleFlops(block) for block in find_blocks(transformer).blocks[1:]]
+    skipped = [ExactFlops(block) for block in find_blocks(transformer).blocks[1:]]
     with contextlib.ExitStack() as stack:
         for meter in skipped:
-            stack.enter_context(meter.counting())
+            stack.enter_context(meter)
         model(conditions, num_inference_steps=1, seed=0)
     full = total / len(calls)
     return full, full - sum(meter.total for meter in skipped) / len(calls)

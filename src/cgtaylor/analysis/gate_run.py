@@ -9,7 +9,8 @@ import torch
 
 from ..api import apply_cg_taylor, cg_taylor_stats, remove_cg_taylor
 from ..config import CGTaylorConfig
-from ..metrics import count_flops, fidelity
+from ..meters import count_flops
+from ..metrics import fidelity
 
 
 @dataclass

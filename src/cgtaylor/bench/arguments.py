@@ -12,7 +12,7 @@ import torch
 from ..checks import compute_dtype
 
 MIN_STEPS = 3  # the first and the last step are always computed: a shorter run forecasts nothing
-MIN_PROBE_STEPS = 4  # the threshold-inf probe computes 2 warm-up steps and the last one
+MIN_PROBE_STEPS = 4  # the forecasting probe computes steps 0, 1 and the last one, and forecasts one or more
 
 
 class FlagError(ValueError):
@@ -73,7 +73,7 @@ def _check_device(text: str | None) -> None:
 def check_flags(args) -> None:
     """Raise :class:`FlagError` for the first flag of ``args`` (parsed by ``bench.real_scale.parse_args``) that the
     benchmark cannot run with. Reads the spec files (for their step count N); builds no model."""
-    from .real_scale import CONF_DIR, MODEL_ORDER, load_spec
+    from .specs import CONF_DIR, MODEL_ORDER, load_spec
 
     specs = [load_spec(path) for path in spec_paths(args.models, CONF_DIR, MODEL_ORDER)]
     full_step_counts(args.full_steps, min(spec.num_inference_steps for spec in specs))

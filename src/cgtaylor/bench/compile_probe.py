@@ -14,7 +14,8 @@ import torch
 from ..api import apply_cg_taylor, cg_taylor_stats, remove_cg_taylor
 from ..config import CGTaylorConfig
 from .compiled import GraphCounter, compile_transformer, count_host_syncs, dynamo_counts, reset_dynamo
-from .real_scale import Driver, build_transformer
+from .driver import Driver
+from .specs import build_transformer
 
 
 @dataclass

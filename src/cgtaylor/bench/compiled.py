@@ -6,7 +6,7 @@ Two ways of compiling, as diffusers users do:
   controller (``torch.compiler.disable``: step bookkeeping, the gate's decision, the Taylor ladders) is a graph
   break, and the skip branch is specialised by dynamo's guards (one graph variant per branch, compiled once).
 - ``regional``: ``transformer.compile_repeated_blocks()`` (diffusers' regional compilation; for a transformer
-  without ``_repeated_blocks``, such as DiT, each block is compiled the same way by hand).
+  that declares no repeated blocks, such as DiT, each block is compiled the same way by hand).
 
 ``GraphCounter`` is a compile backend that counts how many compiled graphs run; ``count_host_syncs`` counts the
 ``Tensor.item()``-like reads that make the host wait for the device.
@@ -19,6 +19,7 @@ import contextlib
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from .. import _diffusers
 from ..blocks import find_blocks
 
 COMPILE_MODES = ("none", "full", "regional")
@@ -31,7 +32,7 @@ def compile_transformer(transformer: torch.nn.Module, mode: str, backend="induct
     if mode == "full":
         return torch.compile(transformer, backend=backend)
     if mode == "regional":
-        if getattr(transformer, "_repeated_blocks", None):
+        if _diffusers.repeated_block_classes(transformer):
             transformer.compile_repeated_blocks(backend=backend)
         else:
             for block in find_blocks(transformer).blocks:

@@ -30,8 +30,10 @@ import math
 import os
 from numbers import Integral, Real
 
-from diffusers.hooks import HookRegistry, ModelHook
+from diffusers.hooks import HookRegistry
 from diffusers.hooks.hooks import BaseState, StateManager
+
+from .. import _diffusers
 
 CACHE_DIT_VARIANTS = ("dbcache", "dbcache-taylorseer", "dbcache-foca")
 CACHE_DIT_HOOK = "cache_dit"
@@ -106,11 +108,9 @@ class _NoState(BaseState):
         pass
 
 
-class CacheDitHook(ModelHook):
+class CacheDitHook(_diffusers.StatefulModelHook):
     """Owns cache-dit on one transformer: enables it when registered, starts its contexts afresh when the stateful
     hooks are reset after a generation, disables it and restores the transformer when removed."""
-
-    _is_stateful = True
 
     def __init__(self, cache_config, calibrator_config):
         super().__init__()
@@ -138,11 +138,12 @@ class CacheDitHook(ModelHook):
         return module
 
     def pre_forward(self, module, *args, **kwargs):
-        if self.cache_config.enable_separate_cfg and self.branch._context is not None:
+        context = _diffusers.current_context(self.branch)
+        if self.cache_config.enable_separate_cfg and context is not None:
             expected = "uncond" if self.calls % 2 else "cond"
-            if self.branch._context.name != expected:
+            if context.name != expected:
                 raise RuntimeError(f"cache-dit counts cond and uncond calls alternately (cond first); call {self.calls}"
-                                   f" of this generation came in cache_context {self.branch._context.name!r}")
+                                   f" of this generation came in cache_context {context.name!r}")
         self.calls += 1
         return args, kwargs
 
@@ -184,13 +185,13 @@ class CacheDitHook(ModelHook):
 
 
 def _hook(transformer) -> CacheDitHook | None:
-    registry = getattr(transformer, "_diffusers_hook", None)
+    registry = _diffusers.hook_registry(transformer)
     return None if registry is None else registry.get_hook(CACHE_DIT_HOOK)
 
 
 def _hook_names(module) -> list[str]:
     """Names of the diffusers hooks registered on ``module`` or any of its submodules."""
-    return sorted({name for m in module.modules() for name in getattr(getattr(m, "_diffusers_hook", None), "hooks", {})})
+    return sorted({name for m in module.modules() for name in _diffusers.hook_names(m)})
 
 
 def apply_cache_dit(transformer, variant: str, *, threshold: float, warmup_steps: int, num_inference_steps: int,
@@ -220,7 +221,7 @@ def apply_cache_dit(transformer, variant: str, *, threshold: float, warmup_steps
 def remove_cache_dit(transformer) -> None:
     """Undo ``apply_cache_dit`` (nothing to do when cache-dit is not applied): the plain transformer again."""
     if _hook(transformer) is not None:
-        transformer._diffusers_hook.remove_hook(CACHE_DIT_HOOK, recurse=False)
+        _diffusers.hook_registry(transformer).remove_hook(CACHE_DIT_HOOK, recurse=False)
 
 
 def cache_dit_stats(transformer) -> dict:

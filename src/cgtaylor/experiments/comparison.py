@@ -24,10 +24,11 @@ import torch
 
 from ..io import atomic_write_text
 from .bootstrap import bootstrap_mean, paired_difference, verdict
-from .evaluation import SettingEvaluator, digest
+from .evaluation import SettingEvaluator
+from .keys import digest, weights_stamp
 from .models import _plain, load_model
+from .persistence import ensure_ignored
 from .protocol import Entry, EntrySearch
-from .runner import _ensure_ignored, _weights_stamp
 from .sample_sets import make_sample_sets
 from .tables import to_markdown
 from .workers import Worker
@@ -82,7 +83,7 @@ class ModelComparison:
         self.worker = worker or Worker()  # several processes on one model: each searches its share of entries first
         self.warmup_grid = [int(w) for w in self.model_cfg.get("warmup_grid") or [1, 3, 6]]
         workload = {"model": {k: v for k, v in self.model_cfg.items() if k != "method_params"},
-                    "weights": _weights_stamp(self.model_cfg), "samples": self.samples, "steps": self.steps}
+                    "weights": weights_stamp(self.model_cfg), "samples": self.samples, "steps": self.steps}
         self.workload_id = digest(workload, 10)
         base_cache = Path(cache_dir) if cache_dir else self.results_dir / "comparison" / ".cache"
         self.cache_dir = base_cache / f"{self.name}-{self.workload_id}"
@@ -104,7 +105,7 @@ class ModelComparison:
 
         from .registry import spec
 
-        _ensure_ignored(self.cache_dir.parent)
+        ensure_ignored(self.cache_dir.parent)
         self.worker.bind_device()
         model = load_model(self.model_cfg)
         selection, test = make_sample_sets(model, **self.samples)
@@ -135,6 +136,9 @@ class ModelComparison:
             "target": chosen.target, "tolerance": float(self.cfg.get("tolerance", 0.04)), "params": json.dumps(_shown(chosen.params), sort_keys=True),
             "selection_speedup": chosen.speedup, "selection_psnr": chosen.psnr, "on_target": chosen.on_target,
             "edges": "; ".join(chosen.edges), "selection_points": evaluated,
+            "near_miss": "" if chosen.near_miss is None else json.dumps(
+                {"params": _shown(chosen.near_miss.params), "selection_speedup": chosen.near_miss.speedup,
+                 "selection_psnr": chosen.near_miss.psnr}, sort_keys=True),
             "test_speedup": tested["speedup"], "test_psnr": interval.mean, "test_psnr_low": interval.low,
             "test_psnr_high": interval.high, "test_ssim": sum(tested["ssim"]) / len(tested["ssim"]),
             "test_rel_l2": sum(tested["rel_l2"]) / len(tested["rel_l2"]), "n_test": len(tested["psnr"]),
@@ -193,6 +197,13 @@ def _verdict(interval, reference: pd.Series, row: pd.Series) -> str:
     if off:
         return "n/a: " + ", ".join(off)
     said = verdict(interval)
+    for side, other, favoured in ((row, reference, "ahead"), (reference, row, "behind")):
+        near = _near_miss(side)
+        if said == favoured and near is not None and near["selection_psnr"] > float(other["selection_psnr"]):
+            who = "peer" if side is row else "reference"
+            return (f"n/a: a {who} setting just outside the tolerance ({near['selection_speedup']:.2f}x) scored "
+                    f"{near['selection_psnr']:.1f} dB on selection, above the other side's "
+                    f"{float(other['selection_psnr']):.1f}")
     ratio = float(reference["test_speedup"]) / float(row["test_speedup"])
     tolerance = float(row.get("tolerance", 0.04))
     speeds = f"{float(reference['test_speedup']):.2f}x against {float(row['test_speedup']):.2f}x on the test set"
@@ -201,6 +212,11 @@ def _verdict(interval, reference: pd.Series, row: pd.Series) -> str:
     if ratio > 1 + tolerance and said in ("behind", "level"):
         return f"n/a: peer slower ({speeds})"
     return said
+
+
+def _near_miss(row: pd.Series) -> dict | None:
+    value = row.get("near_miss")
+    return json.loads(value) if isinstance(value, str) and value else None
 
 
 def run_comparison(model_cfg, comparison, results_dir, steps: int | None = None, cache_dir=None,

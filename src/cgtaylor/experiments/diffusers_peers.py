@@ -16,43 +16,36 @@ from collections import defaultdict
 
 import torch
 from diffusers.hooks import FirstBlockCacheConfig, HookRegistry, MagCacheConfig, apply_first_block_cache, apply_mag_cache
-from diffusers.hooks.first_block_cache import _FBC_LEADER_BLOCK_HOOK, FBCHeadBlockHook
-from diffusers.hooks._helpers import TransformerBlockRegistry
 from diffusers.hooks.hooks import BaseState, ModelHook, StateManager
-from diffusers.hooks.mag_cache import _MAG_CACHE_LEADER_BLOCK_HOOK
-from diffusers.utils.torch_utils import unwrap_module
 
-from ..blocks import find_blocks
-from .hooks import _hidden_of
+from .. import _diffusers
+from ..blocks import block_metadata, find_blocks, hidden_output
 
 MAG_CONTEXT_HOOK = "experiments_mag_context"
 CONTEXT_PROBE_HOOK = "experiments_context_probe"
 
 
-class WarmFBCHeadBlockHook(FBCHeadBlockHook):
-    """diffusers' FBCache head hook that always computes the first ``warmup_steps`` steps of a context."""
+class WarmUp:
+    """True for the first ``warmup_steps`` decisions of each FBCache state (one state per cache context)."""
 
-    def __init__(self, state_manager, threshold: float, warmup_steps: int):
-        super().__init__(state_manager, threshold)
+    def __init__(self, warmup_steps: int):
         self.warmup_steps = int(warmup_steps)
 
-    def _should_compute_remaining_blocks(self, hidden_states_residual: torch.Tensor) -> bool:
-        state = self.state_manager.get_state()
+    def __call__(self, state) -> bool:
         step = getattr(state, "warmup_step", 0)
         state.warmup_step = step + 1
-        if step < self.warmup_steps:
-            return True
-        return super()._should_compute_remaining_blocks(hidden_states_residual)
+        return step < self.warmup_steps
 
 
 def apply_fbcache(transformer: torch.nn.Module, threshold: float, warmup_steps: int = 0) -> None:
+    """diffusers' FirstBlockCache; with ``warmup_steps``, its head hook computes the first steps of each context."""
     apply_first_block_cache(transformer, FirstBlockCacheConfig(threshold=float(threshold)))
     if warmup_steps:
         registry = HookRegistry.check_if_exists_or_initialize(find_blocks(transformer).blocks[0])
-        plain = registry.get_hook(_FBC_LEADER_BLOCK_HOOK)
-        registry.remove_hook(_FBC_LEADER_BLOCK_HOOK, recurse=False)
-        registry.register_hook(WarmFBCHeadBlockHook(plain.state_manager, plain.threshold, warmup_steps),
-                               _FBC_LEADER_BLOCK_HOOK)
+        name = _diffusers.first_block_cache_head_hook_name()
+        plain = registry.get_hook(name)
+        registry.remove_hook(name, recurse=False)
+        registry.register_hook(_diffusers.fbc_head_hook_with_override(plain, WarmUp(warmup_steps)), name)
 
 
 class MagContextHook(ModelHook):
@@ -64,7 +57,7 @@ class MagContextHook(ModelHook):
         self.configs = configs
 
     def pre_forward(self, module, *args, **kwargs):
-        context = self.head_hook.state_manager._context
+        context = _diffusers.current_context(self.head_hook.state_manager)
         name = context.name if context is not None else "cond"
         self.head_hook.config = self.configs.get(name, self.configs["cond"])
         return args, kwargs
@@ -86,15 +79,13 @@ def apply_magcache(transformer: torch.nn.Module, *, num_inference_steps: int, ma
     apply_mag_cache(transformer, configs["cond"] if "cond" in configs else next(iter(configs.values())))
     if len(configs) > 1:
         head = HookRegistry.check_if_exists_or_initialize(find_blocks(transformer).blocks[0])
-        hook = head.get_hook(_MAG_CACHE_LEADER_BLOCK_HOOK)
+        hook = head.get_hook(_diffusers.mag_cache_head_hook_name())
         HookRegistry.check_if_exists_or_initialize(transformer).register_hook(MagContextHook(hook, configs),
                                                                               MAG_CONTEXT_HOOK)
 
 
-class ContextProbeHook(ModelHook):
+class ContextProbeHook(_diffusers.StatefulModelHook):
     """A stateful no-op hook, so that ``cache_context`` tells it the name of the current context."""
-
-    _is_stateful = True
 
     def __init__(self):
         super().__init__()
@@ -102,7 +93,7 @@ class ContextProbeHook(ModelHook):
 
     @property
     def name(self) -> str:
-        context = self.state_manager._context
+        context = _diffusers.current_context(self.state_manager)
         return context.name if context is not None else "cond"
 
     def reset_state(self, module):
@@ -119,7 +110,7 @@ class _ResidualRecorder:
         registry = HookRegistry.check_if_exists_or_initialize(transformer)
         registry.register_hook(self.probe, CONTEXT_PROBE_HOOK)
         registry.invalidate_child_registries_cache()
-        self.metadata = TransformerBlockRegistry.get(unwrap_module(blocks[-1]).__class__)
+        self.metadata = block_metadata(blocks[-1])
         self.ratios: dict[str, list[float]] = defaultdict(list)
         self._previous: dict[str, torch.Tensor] = {}
         self._input = None
@@ -132,7 +123,7 @@ class _ResidualRecorder:
         self._input = kwargs.get("hidden_states", args[0] if args else None)
 
     def _leave(self, module, args, kwargs, output):
-        residual = _hidden_of(self.metadata, output).float() - self._input.float()
+        residual = hidden_output(self.metadata, output).float() - self._input.float()
         context = self.probe.name
         previous = self._previous.get(context)
         if previous is None or previous.shape != residual.shape:

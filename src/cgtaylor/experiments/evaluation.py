@@ -17,11 +17,11 @@ from pathlib import Path
 import torch
 
 from ..io import atomic_torch_save, atomic_write_text, computed_once, read_json_record, read_torch_record
+from ..meters import CheckedFlops, MemoFlops, flops_meter
 from ..metrics import psnr_per_sample, relative_l2, ssim
 from . import hooks as skip_hooks
 from .methods import make_generator
-from .runner import MemoFlops, PerCallFlops
-from .runner import _digest as digest  # the runner's content key, shared so both key files alike
+from .keys import digest
 from .sample_sets import SampleSet
 
 PSNR_CAP = 100.0  # dB; identical outputs would give infinity
@@ -72,9 +72,9 @@ class SettingEvaluator:
         outputs, flops, exact = [], 0, True
         for index, (conditions, seed) in enumerate(sample_set.batches()):
             if index == 0:  # exact counting is slow; the memoised count is checked against it on the first batch
-                with PerCallFlops(transformer) as counted, MemoFlops(transformer) as memo:
+                with CheckedFlops(transformer) as counted:
                     outputs.append(self.model(conditions, num_inference_steps=self.steps, seed=seed))
-                exact = memo.calls == counted.calls
+                exact = counted.memo_exact
             else:
                 with MemoFlops(transformer) as counted:
                     outputs.append(self.model(conditions, num_inference_steps=self.steps, seed=seed))
@@ -102,7 +102,7 @@ class SettingEvaluator:
             calibration_conditions=model.default_conditions(self.calibration_conditions, 1000),
             calibration_seed=1000, calibration_file=self.calibration_file(method),
         )
-        counter = MemoFlops if reference["memo_flops_exact"] else PerCallFlops
+        counter = flops_meter(reference["memo_flops_exact"])
         outputs, flops = [], 0
         try:
             for conditions, seed in sample_set.batches():

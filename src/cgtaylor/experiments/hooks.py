@@ -12,7 +12,8 @@
     fitted on the model (:func:`fit_teacache_polynomial`) and accumulated; while the sum stays under the
     threshold the step reuses the residual of all blocks (``last output - first input``) cached at the last
     computed step. The first and the last step are always computed.
-- :func:`cache_state_bytes`: bytes of every tensor held in the states of the hooks under a module.
+- :func:`cache_state_bytes`: bytes of every tensor held in the states of the hooks under a module (measured during
+  a generation by :class:`cgtaylor.meters.CacheBytesMeter`).
 - :func:`remove_all_hooks`: removes every diffusers hook under a module.
 """
 
@@ -23,11 +24,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 from diffusers.hooks import HookRegistry
-from diffusers.hooks._helpers import TransformerBlockRegistry
-from diffusers.hooks.hooks import BaseState, CacheContext, ModelHook, StateManager, _set_cache_context
+from diffusers.hooks.hooks import BaseState, CacheContext, ModelHook, StateManager
 from diffusers.utils.torch_utils import unwrap_module
 
-from ..blocks import find_blocks
+from .. import _diffusers
+from ..blocks import block_metadata, find_blocks, hidden_output, identity_output
+from ..parallel import relative_l1
 
 DEFAULT_CONTEXT_HOOK = "experiments_default_context"
 SKIP_HEAD_HOOK = "experiments_skip_head"
@@ -39,7 +41,7 @@ SKIP_BLOCK_HOOK = "experiments_skip_block"
 # ----------------------------------------------------------------------------------------------------------------------
 def _registries(module: torch.nn.Module):
     for sub in module.modules():
-        registry = getattr(sub, "_diffusers_hook", None)
+        registry = _diffusers.hook_registry(sub)
         if registry is not None:
             yield registry
 
@@ -93,28 +95,8 @@ def cache_state_bytes(module: torch.nn.Module) -> int:
     """Bytes of the tensors (each storage once) held right now in the hook states under ``module``."""
     seen: set = set()
     return sum(
-        _tensor_bytes(state, seen) for manager in state_managers(module) for state in manager._state_cache.values()
+        _tensor_bytes(state, seen) for manager in state_managers(module) for state in _diffusers.context_states(manager)
     )
-
-
-class CacheBytesMeter:
-    """Largest :func:`cache_state_bytes` seen after any call of ``module`` while attached (states are reset at the
-    end of a generation, so they must be measured during it)."""
-
-    def __init__(self, module: torch.nn.Module):
-        self.module = module
-        self.peak = 0
-        self._handle = None
-
-    def __enter__(self):
-        self._handle = self.module.register_forward_hook(self._after)
-        return self
-
-    def _after(self, module, args, output):
-        self.peak = max(self.peak, cache_state_bytes(module))
-
-    def __exit__(self, *exc):
-        self._handle.remove()
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -134,14 +116,14 @@ class DefaultContextHook(ModelHook):
         if self._managers is None:
             self._managers = state_managers(module)
         managers = self._managers
-        self._set_by_us = bool(managers) and all(m._context is None for m in managers)
+        self._set_by_us = bool(managers) and all(_diffusers.current_context(m) is None for m in managers)
         if self._set_by_us:
-            _set_cache_context(module, CacheContext(self.name))
+            _diffusers.set_cache_context(module, CacheContext(self.name))
         return args, kwargs
 
     def post_forward(self, module, output):
         if self._set_by_us:
-            _set_cache_context(module, None)
+            _diffusers.set_cache_context(module, None)
             self._set_by_us = False
         return output
 
@@ -171,26 +153,21 @@ class SkipState(BaseState):
         self.pending_input_change: float | None = None
 
 
-def relative_l1(a: torch.Tensor, b: torch.Tensor) -> float:
-    b = b.float()
-    return float(((a.float() - b).abs().mean() / b.abs().mean().clamp_min(1e-12)).item())
-
-
 def modulated_input(block: torch.nn.Module, metadata, args, kwargs) -> torch.Tensor:
     """The timestep-modulated, normalised input of ``block`` (what its first attention sees), computed the way the
     block computes it. Supports diffusers' DiT/PixArt ``BasicTransformerBlock`` (ada_norm_zero), FLUX's dual-stream
     block and Wan's block; other blocks fall back to the plain hidden states."""
-    hidden = metadata._get_parameter_from_args_kwargs("hidden_states", args, kwargs)
+    hidden = _diffusers.block_argument(metadata, metadata.hidden_states_argument_name, args, kwargs)
     name = type(unwrap_module(block)).__name__
     if name == "BasicTransformerBlock" and getattr(block, "norm_type", None) == "ada_norm_zero":
-        timestep = metadata._get_parameter_from_args_kwargs("timestep", args, kwargs)
-        labels = metadata._get_parameter_from_args_kwargs("class_labels", args, kwargs)
+        timestep = _diffusers.block_argument(metadata, "timestep", args, kwargs)
+        labels = _diffusers.block_argument(metadata, "class_labels", args, kwargs)
         return block.norm1(hidden, timestep, labels, hidden_dtype=hidden.dtype)[0]
     if name == "FluxTransformerBlock":
-        temb = metadata._get_parameter_from_args_kwargs("temb", args, kwargs)
+        temb = _diffusers.block_argument(metadata, "temb", args, kwargs)
         return block.norm1(hidden, emb=temb)[0]
     if name == "WanTransformerBlock":
-        temb = metadata._get_parameter_from_args_kwargs("temb", args, kwargs)
+        temb = _diffusers.block_argument(metadata, "temb", args, kwargs)
         if temb.ndim == 4:
             shift, scale = (block.scale_shift_table.unsqueeze(0) + temb.float()).chunk(6, dim=2)[:2]
             shift, scale = shift.squeeze(2), scale.squeeze(2)
@@ -258,28 +235,29 @@ class _SkipHook(ModelHook):
         self._metadata = None
 
     def initialize_hook(self, module):
-        self._metadata = TransformerBlockRegistry.get(unwrap_module(module).__class__)
+        self._metadata = block_metadata(module)
         return module
 
+    def _hidden_input(self, args, kwargs) -> torch.Tensor:
+        return _diffusers.block_argument(self._metadata, self._metadata.hidden_states_argument_name, args, kwargs)
 
-class _SkipHeadHook(_SkipHook):
-    _is_stateful = True
 
+class _SkipHeadHook(_SkipHook, _diffusers.StatefulModelHook):
     def new_forward(self, module, *args, **kwargs):
         state: SkipState = self.state_manager.get_state()
-        hidden = self._metadata._get_parameter_from_args_kwargs("hidden_states", args, kwargs)
+        hidden = self._hidden_input(args, kwargs)
         modulated = modulated_input(module, self._metadata, args, kwargs) if self.policy.kind == "teacache" else None
         compute = self.policy.compute(state, modulated)
         state.skip = not compute
         if state.skip and self.policy.kind == "teacache":
             state.step += 1
-            return _replace_hidden(self._metadata, args, kwargs, hidden + state.cached.to(hidden.dtype))
+            return identity_output(self._metadata, args, kwargs, hidden + state.cached.to(hidden.dtype))
         if state.skip:  # FORA: blocks pass through, the tail returns its cached output
-            return _replace_hidden(self._metadata, args, kwargs, hidden)
+            return identity_output(self._metadata, args, kwargs, hidden)
         state.first_input = hidden
         output = self.fn_ref.original_forward(*args, **kwargs)
         if self.is_tail:
-            _store(state, self.policy, _hidden_of(self._metadata, output))
+            _store(state, self.policy, hidden_output(self._metadata, output))
         return output
 
     def reset_state(self, module):
@@ -291,30 +269,16 @@ class _SkipBlockHook(_SkipHook):
     def new_forward(self, module, *args, **kwargs):
         state: SkipState = self.state_manager.get_state()
         if state.skip:
-            hidden = self._metadata._get_parameter_from_args_kwargs("hidden_states", args, kwargs)
+            hidden = self._hidden_input(args, kwargs)
             if self.is_tail and self.policy.kind == "fora":
                 hidden = state.cached.to(hidden.dtype)
                 state.step += 1
             # TeaCache: the head already returned the final hidden states and advanced the step.
-            return _replace_hidden(self._metadata, args, kwargs, hidden)
+            return identity_output(self._metadata, args, kwargs, hidden)
         output = self.fn_ref.original_forward(*args, **kwargs)
         if self.is_tail:
-            _store(state, self.policy, _hidden_of(self._metadata, output))
+            _store(state, self.policy, hidden_output(self._metadata, output))
         return output
-
-
-def _hidden_of(metadata, output):
-    return output[metadata.return_hidden_states_index] if isinstance(output, tuple) else output
-
-
-def _replace_hidden(metadata, args, kwargs, hidden):
-    if metadata.return_encoder_hidden_states_index is None:
-        return hidden
-    encoder = metadata._get_parameter_from_args_kwargs("encoder_hidden_states", args, kwargs)
-    output = [None, None]
-    output[metadata.return_hidden_states_index] = hidden
-    output[metadata.return_encoder_hidden_states_index] = encoder
-    return tuple(output)
 
 
 def _store(state: SkipState, policy, last_output: torch.Tensor) -> None:

@@ -20,13 +20,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from diffusers.hooks import HookRegistry
 
-from ..api import FIRST_BLOCK_HOOK, MIDDLE_BLOCK_HOOK, _controller, apply_cg_taylor, cg_taylor_stats
-from ..blocks import find_blocks
+from ..api import apply_cg_taylor, cg_taylor_stats
+from ..checks import compute_dtype
 from ..config import CGTaylorConfig
 from ..io import atomic_write_text, computed_once, read_json_record
-from ..hooks import FirstBlockHook
 from . import diffusers_peers
 from . import hooks as skip_hooks
 from .registry import METHOD_NAMES, METHODS, check_params
@@ -52,12 +50,6 @@ class AppliedMethod:
 
             remove_cache_dit(self.transformer)
         skip_hooks.remove_all_hooks(self.transformer)
-
-
-def _dtype(value):
-    if value is None or isinstance(value, torch.dtype):
-        return value
-    return getattr(torch, str(value).replace("torch.", ""))
 
 
 def _apply_fewer_steps(applied: AppliedMethod, params: dict) -> None:
@@ -101,7 +93,8 @@ def _apply_taylorseer(applied: AppliedMethod, params: dict) -> None:
     from diffusers.hooks import TaylorSeerCacheConfig, apply_taylorseer_cache
 
     values = dict(params)
-    values["taylor_factors_dtype"] = _dtype(values.get("taylor_factors_dtype", "float32"))
+    values["taylor_factors_dtype"] = compute_dtype("taylorseer taylor_factors_dtype",
+                                                   values.get("taylor_factors_dtype", "float32"))
     for key in ("cache_identifiers", "skip_predict_identifiers"):
         if values.get("use_lite_mode"):
             values.pop(key, None)  # lite mode has its own patterns
@@ -112,11 +105,8 @@ def _apply_taylorseer(applied: AppliedMethod, params: dict) -> None:
 
 def _apply_cg_taylor(applied: AppliedMethod, params: dict) -> None:
     values = dict(params)
-    probe = int(values.pop("probe_block", 1))
     values.setdefault("num_inference_steps", applied.num_inference_steps)
     apply_cg_taylor(applied.transformer, CGTaylorConfig.from_dict(values))
-    if probe != 1:
-        move_probe(applied.transformer, probe)
 
 
 def _apply_cache_dit(applied: AppliedMethod, params: dict) -> None:
@@ -152,22 +142,6 @@ def apply_method(
     if name not in _OWN_CONTEXT and not name.startswith("cache-dit-"):
         skip_hooks.add_default_context(transformer)
     return applied
-
-
-def move_probe(transformer: torch.nn.Module, probe_block: int) -> None:
-    """Make CG-Taylor's gate measure the forecast error of block ``probe_block`` (1-based) instead of block 1:
-    blocks before it always run, and the residual forecast is taken from its output."""
-    blocks = find_blocks(transformer).blocks
-    if not 1 <= probe_block < len(blocks):
-        raise ValueError(f"probe_block must be in 1..{len(blocks) - 1} (the last block is forecast), got {probe_block}")
-    controller = _controller(transformer)
-    HookRegistry.check_if_exists_or_initialize(blocks[0]).remove_hook(FIRST_BLOCK_HOOK, recurse=False)
-    for block in blocks[1:probe_block]:
-        HookRegistry.check_if_exists_or_initialize(block).remove_hook(MIDDLE_BLOCK_HOOK, recurse=False)
-    HookRegistry.check_if_exists_or_initialize(blocks[probe_block - 1]).register_hook(
-        FirstBlockHook(controller), FIRST_BLOCK_HOOK
-    )
-    skip_hooks.invalidate(transformer)
 
 
 # ----------------------------------------------------------------------------------------------------------------------

@@ -19,6 +19,8 @@ from typing import Any, Sequence
 
 import torch
 
+from ..checks import compute_dtype
+
 PIPELINE_CLASSES = {"dit": "DiTPipeline", "flux": "FluxPipeline", "wan": "WanPipeline"}
 
 
@@ -133,7 +135,7 @@ def load_model(model_cfg) -> object:
 
         kind = cfg["kind"]
         cls = getattr(diffusers, PIPELINE_CLASSES[kind])
-        dtype = getattr(torch, cfg.get("dtype", "float32"))
+        dtype = compute_dtype("model.dtype", cfg.get("dtype", "float32"))
         pipeline = cls.from_pretrained(str(path), dtype=dtype, local_files_only=True)
         if cfg.get("scheduler"):
             pipeline.scheduler = getattr(diffusers, cfg["scheduler"]).from_config(pipeline.scheduler.config)

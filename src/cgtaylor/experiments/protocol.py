@@ -22,7 +22,7 @@ import json
 from dataclasses import dataclass, field
 
 from .evaluation import SettingEvaluator
-from .landing import land_knob, pick
+from .landing import land_knob, pick, within
 from .registry import spec
 from .sample_sets import SampleSet
 
@@ -68,6 +68,7 @@ class Selection:
     on_target: bool
     edges: list[str]
     evaluations: int
+    near_miss: Point | None = None  # a better-scoring setting just outside the tolerance (within twice it)
 
 
 def _mean(values) -> float:
@@ -163,5 +164,13 @@ class EntrySearch:
                      if len(v) >= 2 and k not in self.fixed and point.params.get(k) == max(v)]
             edges += [self.at_bound[target]] if target in self.at_bound else []
             selections.append(Selection(target, point.params, point.speedup, point.psnr, choice.on_target, edges,
-                                        self.evaluations))
+                                        self.evaluations, self._near_miss(points, point, target)))
         return selections
+
+    def _near_miss(self, points: list[Point], chosen: Point, target: float) -> Point | None:
+        """The best setting that scored above the chosen one on selection while missing the tolerance by less than
+        the tolerance again: where a discrete grid cannot land closer (an interval of 2 runs at 1.92x), it shows
+        what the tolerance's edge cost the method."""
+        near = [p for p in points if p.psnr > chosen.psnr and not within(p.speedup, target, self.tolerance)
+                and within(p.speedup, target, 2 * self.tolerance)]
+        return max(near, key=lambda p: p.psnr) if near else None

@@ -132,7 +132,7 @@ _CG_TAYLOR_PARAMS = {
     "taylor_formula": Param((str,), choices=("newton", "taylorseer")),
     "max_consecutive_forecasts": _int(1, 1000, nullable=True), "num_inference_steps": _int(1, 1000, nullable=True),
     "cache_dtype": Param((str,), nullable=True), "cache_device": Param((str,), nullable=True), "analysis": _BOOL,
-    "probe_block": _int(1, 1000),
+    "probe_block": _int(1, 1000), "compute_steps": Param((list, tuple), nullable=True),
 }
 _register(MethodSpec(
     "cg-taylor", "Confidence-Gated Taylor", _CG_TAYLOR_PARAMS,

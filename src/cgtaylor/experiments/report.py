@@ -9,6 +9,7 @@ setting off its target, a best setting at the top of its grid).
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -32,7 +33,8 @@ run once on a disjoint test set (other seeds and conditions, the same batch size
 output with the same seeds (capped at 100 dB). The difference column is CG-Taylor's per-sample PSNR minus the
 method's on the same test samples, with a paired bootstrap 95% interval; the verdict says whether CG-Taylor is
 `ahead` (interval above 0), `level` (interval contains 0) or `behind` (interval below 0). It gives no verdict where
-either side's selection could not land within the tolerance, nor where the two test speedups (adaptive methods
+either side's selection could not land within the tolerance, where the losing side had a setting just outside the
+tolerance (a discrete grid that cannot land closer) that scored above the winner on selection, nor where the two test speedups (adaptive methods
 skip a different number of steps on other samples) differ by more than the tolerance and the verdict favours the
 side that ran slower, or calls them level: that side spent more FLOPs.
 """
@@ -94,6 +96,11 @@ def caveats(df: pd.DataFrame) -> list[str]:
                          f"{row['selection_speedup']:.2f}x")
         if isinstance(row.get("edges"), str) and row["edges"]:
             lines.append(f"- {where}: best setting at the end of its search ({row['edges']})")
+        if isinstance(row.get("near_miss"), str) and row["near_miss"]:
+            near = json.loads(row["near_miss"])
+            lines.append(f"- {where}: a setting just outside the tolerance, {near['params']} at "
+                         f"{near['selection_speedup']:.2f}x, scored {near['selection_psnr']:.1f} dB on selection, "
+                         f"above the landed {row['selection_psnr']:.1f} dB")
     return lines
 
 

@@ -1,4 +1,4 @@
-"""The three zoo models: diffusers transformers plus their samplers and caption grammars.
+"""The three zoo models: diffusers transformers plus their samplers (captions: :mod:`.captions`).
 
 - ``dit-digits``  : ``DiTTransformer2DModel``, 28 blocks, class-conditional, DDIM, batch-doubled CFG.
 - ``flux-digits`` : ``FluxTransformer2DModel``, 19 dual + 38 single blocks, rectified flow, caption
@@ -13,6 +13,7 @@ same call pattern as in the real pipelines.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 from collections.abc import Iterable
 from typing import Any, Callable, Sequence
@@ -23,6 +24,7 @@ import torch.nn as nn
 
 from ..checks import positive_int
 from . import data
+from .captions import CaptionEmbedding, flux_caption, parse_flux_caption, parse_wan_caption, tokenize, wan_caption
 
 NULL_LABEL = 10
 
@@ -59,106 +61,30 @@ NAME_KIND = {"dit-digits": "dit", "flux-digits": "flux", "wan-digits": "wan"}
 FLUX_PATCH = 4
 
 
-def build_transformer(kind: str, cfg: dict[str, Any] | None = None) -> nn.Module:
+def build_transformer(kind: str, cfg: dict[str, Any] | None = None, *, device: torch.device | None = None,
+                      dtype: torch.dtype | None = None, seed: int | None = None) -> nn.Module:
     """A randomly initialised diffusers transformer of ``kind`` ("dit", "flux", "wan", or a zoo model name)
-    from ``cfg`` (default: the zoo's architecture)."""
+    from ``cfg`` (default: the zoo's architecture); list values (``patch_size``, ``axes_dims_rope``) become tuples.
+
+    ``device`` / ``dtype``: where and in which dtype the parameters are created (no float32 copy of a large model on
+    the way; default: torch's defaults); ``seed``: seeds torch's generator first (default: left as it is).
+    """
     kind = NAME_KIND.get(kind, kind)
     from diffusers import DiTTransformer2DModel, FluxTransformer2DModel, WanTransformer3DModel
 
     cls = {"dit": DiTTransformer2DModel, "flux": FluxTransformer2DModel, "wan": WanTransformer3DModel}
     if kind not in cls:
         raise ValueError(f"unknown model kind {kind!r}; expected one of {sorted(cls)}")
-    c = dict(ARCH[kind] if cfg is None else cfg)
-    for k in ("patch_size", "axes_dims_rope"):
-        if isinstance(c.get(k), list):
-            c[k] = tuple(c[k])
-    return cls[kind](**c)
-
-
-# ----------------------------------------------------------------------------------------------------
-# Captions: grammar and token embedding
-# ----------------------------------------------------------------------------------------------------
-PAD, NULL = "<pad>", "<null>"
-VOCAB = [PAD, NULL, "a", "in", "the", "moving", *data.COLOURS, *data.DIGITS,
-         "top", "bottom", "left", "right", "center", "up", "down"]
-TOKEN_ID = {w: i for i, w in enumerate(VOCAB)}
-MAX_TOKENS = 8
-
-
-def _bad(field: str, value: str, accepted: Sequence[str]) -> ValueError:
-    return ValueError(f"caption {field} {value!r} not accepted; accepted {field}s: {list(accepted)}")
-
-
-def parse_flux_caption(caption: str) -> tuple[int, str, str]:
-    """Parse "a {colour} {digit} in the {position}" -> (digit, colour, position); ValueError otherwise."""
-    if not isinstance(caption, str):
-        raise ValueError(f"caption must be a string, got {type(caption).__name__}")
-    w = caption.strip().split()
-    form = "captions read 'a {colour} {digit} in the {position}'"
-    if len(w) < 6 or w[0] != "a" or w[3:5] != ["in", "the"]:
-        raise ValueError(f"caption {caption!r} does not follow the grammar: {form}")
-    colour, digit, position = w[1], w[2], " ".join(w[5:])
-    if colour not in data.COLOURS:
-        raise _bad("colour", colour, list(data.COLOURS))
-    if digit not in data.DIGITS:
-        raise _bad("digit", digit, data.DIGITS)
-    if position not in data.POSITIONS:
-        raise _bad("position", position, data.POSITIONS)
-    return int(digit), colour, position
-
-
-def parse_wan_caption(caption: str) -> tuple[int, str] | None:
-    """Parse "a {digit} moving {direction}" -> (digit, direction); "" (null caption) -> None."""
-    if not isinstance(caption, str):
-        raise ValueError(f"caption must be a string, got {type(caption).__name__}")
-    if caption.strip() == "":
-        return None
-    w = caption.strip().split()
-    if len(w) != 4 or w[0] != "a" or w[2] != "moving":
-        raise ValueError(f"caption {caption!r} does not follow the grammar: captions read 'a {{digit}} moving {{direction}}'")
-    if w[1] not in data.DIGITS:
-        raise _bad("digit", w[1], data.DIGITS)
-    if w[3] not in data.DIRECTIONS:
-        raise _bad("direction", w[3], data.DIRECTIONS)
-    return int(w[1]), w[3]
-
-
-def flux_caption(digit: int, colour: str, position: str) -> str:
-    return f"a {colour} {digit} in the {position}"
-
-
-def wan_caption(digit: int, direction: str) -> str:
-    return f"a {digit} moving {direction}"
-
-
-def tokenize(captions: Sequence[str]) -> torch.Tensor:
-    """Word-level token ids (B, MAX_TOKENS); the empty caption becomes the null token."""
-    rows = []
-    for c in captions:
-        words = c.strip().split() or [NULL]
-        ids = [TOKEN_ID[w] for w in words][:MAX_TOKENS]
-        rows.append(ids + [TOKEN_ID[PAD]] * (MAX_TOKENS - len(ids)))
-    return torch.tensor(rows, dtype=torch.long)
-
-
-class CaptionEmbedding(nn.Module):
-    """The zoo's own small text encoder: word embeddings + positions -> MLP -> per-token states and a pooled vector."""
-
-    def __init__(self, dim: int = 64, out_dim: int = 64, pooled_dim: int | None = None,
-                 vocab_size: int = len(VOCAB), max_tokens: int = MAX_TOKENS):
-        super().__init__()
-        self.config = dict(dim=dim, out_dim=out_dim, pooled_dim=pooled_dim, vocab_size=vocab_size, max_tokens=max_tokens)
-        self.tok = nn.Embedding(vocab_size, dim)
-        self.pos = nn.Parameter(torch.randn(max_tokens, dim) * 0.02)
-        self.mlp = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, dim * 2), nn.GELU(), nn.Linear(dim * 2, dim))
-        self.out = nn.Linear(dim, out_dim)
-        self.pool = nn.Linear(dim, pooled_dim) if pooled_dim else None
-
-    def forward(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        h = self.tok(tokens) + self.pos[: tokens.shape[1]]
-        h = h + self.mlp(h)
-        pooled = self.pool(h.mean(dim=1)) if self.pool is not None else None
-        return self.out(h), pooled
+    kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in (ARCH[kind] if cfg is None else cfg).items()}
+    if seed is not None:
+        torch.manual_seed(seed)
+    previous = torch.get_default_dtype()
+    try:
+        torch.set_default_dtype(dtype or previous)
+        with torch.device(device) if device is not None else contextlib.nullcontext():
+            return cls[kind](**kwargs)
+    finally:
+        torch.set_default_dtype(previous)
 
 
 def build_text_encoder(kind: str, cfg: dict[str, Any] | None = None) -> CaptionEmbedding | None:
@@ -395,7 +321,7 @@ class FluxDigits(ZooModel):
         g = torch.full((b,), float(guidance), device=dev, dtype=dt)
 
         def velocity(x, ts, i, sigma):
-            with t.cache_context("cond"):
+            with t.cache_context("cond", step_index=i, num_inference_steps=n, sigma=sigma):
                 return t(hidden_states=x.to(dt), timestep=(ts / 1000).expand(b).to(dt), guidance=g,
                          pooled_projections=pooled.to(dt), encoder_hidden_states=seq.to(dt), txt_ids=txt_ids,
                          img_ids=img_ids, return_dict=False)[0].float()
