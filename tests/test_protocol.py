@@ -206,12 +206,15 @@ def test_verdicts_need_both_sides_on_target_and_no_caveat():
     ours = [40.0 + 0.1 * i for i in range(20)]
     worse = [v - 2.0 for v in ours]
     better = [v + 2.0 for v in ours]
-    near = json.dumps({"params": {"interval": 2}, "selection_speedup": 1.92, "selection_psnr": 47.0})
+    near = json.dumps({"params": {"interval": 2}, "selection_speedup": 1.92, "selection_psnr": 47.0,
+                       "reference_psnr_at_least_as_fast": 46.0})
+    covered = json.dumps({"params": {"interval": 2}, "selection_speedup": 1.92, "selection_psnr": 47.0,
+                          "reference_psnr_at_least_as_fast": 48.0})
     rows = [dict(group=g, target=2.0, on_target=on, selection_speedup=s, test_speedup=t, tolerance=0.04, caveat=c,
                  test_psnr_per_sample=json.dumps(p), selection_psnr=45.0, near_miss=n)
             for g, on, s, t, c, p, n in (
                 ("cg-taylor", True, 2.0, 1.9, "", ours, ""), ("h", True, 2.0, 1.95, "", worse, near),
-                ("i", True, 2.0, 1.95, "", better, near))]
+                ("i", True, 2.0, 1.95, "", better, near), ("j", True, 2.0, 1.95, "", worse, covered))]
     rows += [dict(group=g, target=2.0, on_target=on, selection_speedup=s, test_speedup=t, tolerance=0.04, caveat=c,
                   test_psnr_per_sample=json.dumps(p), selection_psnr=45.0, near_miss="")
              for g, on, s, t, c, p in (("a", True, 2.0, 1.95, "", worse),
@@ -228,10 +231,11 @@ def test_verdicts_need_both_sides_on_target_and_no_caveat():
     # the peer ran >4% slower: its lead may be the extra FLOPs, the reference's lead stands
     assert verdicts["f"] == "n/a: peer slower (1.90x against 1.60x on the test set)"
     assert verdicts["g"] == "ahead"
-    # the peer's landed setting lost, but one just outside the tolerance beat the reference on selection
-    assert verdicts["h"] == ("n/a: a peer setting just outside the tolerance (1.92x) scored 47.0 dB on selection, "
-                             "above the other side's 45.0")
+    # the peer's landed setting lost, but one just outside the tolerance beat the reference's best at that speed
+    assert verdicts["h"] == ("n/a: a peer setting just outside the tolerance (1.92x) scored 47.0 dB on selection "
+                             "(the reference's best at least as fast: 46.0)")
     assert verdicts["i"] == "behind"  # a near miss cannot withhold a verdict against the reference
+    assert verdicts["j"] == "ahead"  # the reference did better at least as fast as the near miss
 
 
 def test_the_results_section_sets_each_cell_beside_the_sweep_tables_reading(tmp_path):

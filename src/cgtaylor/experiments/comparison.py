@@ -113,32 +113,32 @@ class ModelComparison:
                                      int(self.cfg.get("calibration_conditions", 4)))
         entries = self.entries()
         order = self.worker.order(len(entries))
-        rows_of: dict[int, list] = {}
+        done: dict[int, tuple] = {}
         bar = tqdm([entries[i] for i in order], desc=f"comparison {self.stem}", disable=not self.progress, dynamic_ncols=True)
         for position, entry in zip(order, bar):
             bar.set_postfix_str(entry.group)
             base = _entry_base(entry, self.model_cfg.get("method_params") or {}, spec(entry.method).warmup)
             search = EntrySearch(entry, base, self.warmup_grid, evaluator, selection, self.cfg["targets"],
                                  float(self.cfg.get("tolerance", 0.04)), int(self.cfg.get("max_evaluations", 6)))
-            for chosen in search.run():
-                tested = evaluator.evaluate(entry.method, chosen.params, test)
-                rows_of.setdefault(position, []).append(self._row(entry, chosen, tested, len(search.points)))
-        rows = [row for position in sorted(rows_of) for row in rows_of[position]]
-        frame = add_verdicts(pd.DataFrame(rows), self.cfg.get("reference_group", REFERENCE_GROUP),
-                             int(self.cfg.get("resamples", 10000)))
+            chosen = search.run()
+            done[position] = (entry, search, [(c, evaluator.evaluate(entry.method, c.params, test)) for c in chosen])
+        reference_group = self.cfg.get("reference_group", REFERENCE_GROUP)
+        reference = [search.points.values() for entry, search, _ in done.values() if entry.group == reference_group]
+        rows = [self._row(entry, chosen, tested, len(search.points), list(reference[0]) if reference else [])
+                for position in sorted(done) for entry, search, results in [done[position]]
+                for chosen, tested in results]
+        frame = add_verdicts(pd.DataFrame(rows), reference_group, int(self.cfg.get("resamples", 10000)))
         self.write(frame)
         return frame
 
-    def _row(self, entry: Entry, chosen, tested: dict, evaluated: int) -> dict:
+    def _row(self, entry: Entry, chosen, tested: dict, evaluated: int, reference_points: list) -> dict:
         interval = bootstrap_mean(tested["psnr"])
         return {
             "model": self.name, "steps": self.steps, "group": entry.group, "method": entry.method,
             "target": chosen.target, "tolerance": float(self.cfg.get("tolerance", 0.04)), "params": json.dumps(_shown(chosen.params), sort_keys=True),
             "selection_speedup": chosen.speedup, "selection_psnr": chosen.psnr, "on_target": chosen.on_target,
             "edges": "; ".join(chosen.edges), "selection_points": evaluated,
-            "near_miss": "" if chosen.near_miss is None else json.dumps(
-                {"params": _shown(chosen.near_miss.params), "selection_speedup": chosen.near_miss.speedup,
-                 "selection_psnr": chosen.near_miss.psnr}, sort_keys=True),
+            "near_miss": _near_miss_record(chosen.near_miss, reference_points),
             "test_speedup": tested["speedup"], "test_psnr": interval.mean, "test_psnr_low": interval.low,
             "test_psnr_high": interval.high, "test_ssim": sum(tested["ssim"]) / len(tested["ssim"]),
             "test_rel_l2": sum(tested["rel_l2"]) / len(tested["rel_l2"]), "n_test": len(tested["psnr"]),
@@ -188,7 +188,9 @@ def add_verdicts(frame: pd.DataFrame, reference_group: str, resamples: int) -> p
 
 def _verdict(interval, reference: pd.Series, row: pd.Series) -> str:
     """The interval's verdict, or why none is given: a side whose selection did not land on the target, a caveat,
-    or test speedups so far apart that the side that ran slower (spent more FLOPs) could owe its verdict to that."""
+    test speedups so far apart that the side that ran slower (spent more FLOPs) could owe its verdict to that, or a
+    peer whose grid could not land closer than just outside the tolerance with a setting that beat the reference
+    there (compared with the reference's best setting at least as fast)."""
     off = [f"{name} off target ({side['selection_speedup']:.2f}x)" for name, side in (("reference", reference),
                                                                                       ("peer", row))
            if not bool(side["on_target"])]
@@ -197,13 +199,14 @@ def _verdict(interval, reference: pd.Series, row: pd.Series) -> str:
     if off:
         return "n/a: " + ", ".join(off)
     said = verdict(interval)
-    for side, other, favoured in ((row, reference, "ahead"), (reference, row, "behind")):
-        near = _near_miss(side)
-        if said == favoured and near is not None and near["selection_psnr"] > float(other["selection_psnr"]):
-            who = "peer" if side is row else "reference"
-            return (f"n/a: a {who} setting just outside the tolerance ({near['selection_speedup']:.2f}x) scored "
-                    f"{near['selection_psnr']:.1f} dB on selection, above the other side's "
-                    f"{float(other['selection_psnr']):.1f}")
+    near = _near_miss(row)
+    if said == "ahead" and near is not None:
+        matched = near.get("reference_psnr_at_least_as_fast")
+        if matched is None or near["selection_psnr"] > matched:
+            against = ("no reference setting ran as fast" if matched is None else
+                       f"the reference's best at least as fast: {matched:.1f}")
+            return (f"n/a: a peer setting just outside the tolerance ({near['selection_speedup']:.2f}x) scored "
+                    f"{near['selection_psnr']:.1f} dB on selection ({against})")
     ratio = float(reference["test_speedup"]) / float(row["test_speedup"])
     tolerance = float(row.get("tolerance", 0.04))
     speeds = f"{float(reference['test_speedup']):.2f}x against {float(row['test_speedup']):.2f}x on the test set"
@@ -212,6 +215,16 @@ def _verdict(interval, reference: pd.Series, row: pd.Series) -> str:
     if ratio > 1 + tolerance and said in ("behind", "level"):
         return f"n/a: peer slower ({speeds})"
     return said
+
+
+def _near_miss_record(near, reference_points: list) -> str:
+    """The near miss with the reference's best selection score at a speedup at least as high as the near miss's
+    (None where the reference never ran that fast): the two are then compared at no advantage to the reference."""
+    if near is None:
+        return ""
+    faster = [p.psnr for p in reference_points if p.speedup >= near.speedup]
+    return json.dumps({"params": _shown(near.params), "selection_speedup": near.speedup, "selection_psnr": near.psnr,
+                       "reference_psnr_at_least_as_fast": max(faster) if faster else None}, sort_keys=True)
 
 
 def _near_miss(row: pd.Series) -> dict | None:

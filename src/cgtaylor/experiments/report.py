@@ -33,8 +33,9 @@ run once on a disjoint test set (other seeds and conditions, the same batch size
 output with the same seeds (capped at 100 dB). The difference column is CG-Taylor's per-sample PSNR minus the
 method's on the same test samples, with a paired bootstrap 95% interval; the verdict says whether CG-Taylor is
 `ahead` (interval above 0), `level` (interval contains 0) or `behind` (interval below 0). It gives no verdict where
-either side's selection could not land within the tolerance, where the losing side had a setting just outside the
-tolerance (a discrete grid that cannot land closer) that scored above the winner on selection, nor where the two test speedups (adaptive methods
+either side's selection could not land within the tolerance, where CG-Taylor is ahead of a peer that had a setting
+just outside the tolerance (a discrete grid that cannot land closer) scoring above CG-Taylor's best setting at least
+as fast on selection, nor where the two test speedups (adaptive methods
 skip a different number of steps on other samples) differ by more than the tolerance and the verdict favours the
 side that ran slower, or calls them level: that side spent more FLOPs.
 """
