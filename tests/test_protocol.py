@@ -20,7 +20,7 @@ from cgtaylor.experiments.sample_sets import SampleSet, make_sample_sets
     ("taylorseer", {"cache_interval": 0}, "'cache_interval' must be int >= 1"),
     ("fbcache", {"threshold": -0.1}, "'threshold' must be int/float >= 0"),
     ("fbcache", {"threshold": float("nan")}, "'threshold' must be"),
-    ("cg-taylor", {"forecast": "absolute"}, "'forecast' must be one of ['residual', 'last_block']"),
+    ("cg-taylor", {"forecast": "absolute"}, "'forecast' must be one of ['residual', 'last_block', 'modules']"),
     ("fora", {"warmup_steps": True}, "'warmup_steps' must be int"),
     ("magcache", {"retention_ratio": 1.5}, "'retention_ratio' must be int/float >= 0 and <= 1"),
     ("nope", {}, "unknown method 'nope'"),
