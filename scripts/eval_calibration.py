@@ -68,12 +68,15 @@ def load_yaml(path: Path) -> dict:
 
 
 def base_params(model_name: str) -> dict:
-    params = dict(load_yaml(ROOT / "conf/method/cg-taylor-target.yaml")["params"])
+    """The table runner's parameter merge for cg-taylor-target, without a target: those come from --targets."""
+    from cgtaylor.experiments.rows import method_params
+
+    model_conf = ROOT / "conf/model" / f"{model_name}.yaml"
+    model_cfg = load_yaml(model_conf) if model_conf.exists() else {}
+    method = {"cg-taylor-target": load_yaml(ROOT / "conf/method/cg-taylor-target.yaml")}
+    params = method_params("cg-taylor-target", method, model_cfg, None)
     for key in ("target_speedup", "min_psnr"):
         params.pop(key)
-    model_conf = ROOT / "conf/model" / f"{model_name}.yaml"
-    if model_conf.exists():
-        params.update(load_yaml(model_conf).get("method_params", {}).get("cg-taylor", {}))
     return params
 
 
