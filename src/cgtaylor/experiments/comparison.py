@@ -123,10 +123,12 @@ class ModelComparison:
             chosen = search.run()
             done[position] = (entry, search, [(c, evaluator.evaluate(entry.method, c.params, test)) for c in chosen])
         reference_group = self.cfg.get("reference_group", REFERENCE_GROUP)
-        reference = [search.points.values() for entry, search, _ in done.values() if entry.group == reference_group]
-        rows = [self._row(entry, chosen, tested, len(search.points), list(reference[0]) if reference else [])
-                for position in sorted(done) for entry, search, results in [done[position]]
-                for chosen, tested in results]
+        reference_points = next((list(search.points.values()) for entry, search, _ in done.values()
+                                 if entry.group == reference_group), [])
+        rows = []
+        for position in sorted(done):
+            entry, search, results = done[position]
+            rows += [self._row(entry, chosen, tested, len(search.points), reference_points) for chosen, tested in results]
         frame = add_verdicts(pd.DataFrame(rows), reference_group, int(self.cfg.get("resamples", 10000)))
         self.write(frame)
         return frame
@@ -199,7 +201,7 @@ def _verdict(interval, reference: pd.Series, row: pd.Series) -> str:
     if off:
         return "n/a: " + ", ".join(off)
     said = verdict(interval)
-    near = _near_miss(row)
+    near = near_miss(row)
     if said == "ahead" and near is not None:
         matched = near.get("reference_psnr_at_least_as_fast")
         if matched is None or near["selection_psnr"] > matched:
@@ -227,7 +229,7 @@ def _near_miss_record(near, reference_points: list) -> str:
                        "reference_psnr_at_least_as_fast": max(faster) if faster else None}, sort_keys=True)
 
 
-def _near_miss(row: pd.Series) -> dict | None:
+def near_miss(row: pd.Series) -> dict | None:
     value = row.get("near_miss")
     return json.loads(value) if isinstance(value, str) and value else None
 

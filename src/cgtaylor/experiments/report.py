@@ -9,13 +9,13 @@ setting off its target, a best setting at the top of its grid).
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 import pandas as pd
 
 from ..io import atomic_write_text
+from .comparison import near_miss
 from .tables import to_markdown
 
 HEADER = """# Results
@@ -97,8 +97,8 @@ def caveats(df: pd.DataFrame) -> list[str]:
                          f"{row['selection_speedup']:.2f}x")
         if isinstance(row.get("edges"), str) and row["edges"]:
             lines.append(f"- {where}: best setting at the end of its search ({row['edges']})")
-        if isinstance(row.get("near_miss"), str) and row["near_miss"]:
-            near = json.loads(row["near_miss"])
+        near = near_miss(row)
+        if near is not None:
             lines.append(f"- {where}: a setting just outside the tolerance, {near['params']} at "
                          f"{near['selection_speedup']:.2f}x, scored {near['selection_psnr']:.1f} dB on selection, "
                          f"above the landed {row['selection_psnr']:.1f} dB")
