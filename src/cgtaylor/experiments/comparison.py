@@ -136,7 +136,7 @@ class ModelComparison:
     def _row(self, entry: Entry, chosen, tested: dict, evaluated: int, reference_points: list) -> dict:
         interval = bootstrap_mean(tested["psnr"])
         return {
-            "model": self.name, "steps": self.steps, "group": entry.group, "method": entry.method,
+            "model": self.name, "steps": self.steps, "group": entry.group, "method": entry.method, "role": entry.role,
             "target": chosen.target, "tolerance": float(self.cfg.get("tolerance", 0.04)), "params": json.dumps(_shown(chosen.params), sort_keys=True),
             "selection_speedup": chosen.speedup, "selection_psnr": chosen.psnr, "on_target": chosen.on_target,
             "edges": "; ".join(chosen.edges), "selection_points": evaluated,

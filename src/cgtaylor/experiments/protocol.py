@@ -36,8 +36,10 @@ class Entry:
     params: dict = field(default_factory=dict)
     grid: dict | None = None
     caveat: str = ""  # why this entry's numbers cannot carry a verdict (e.g. a peer implementation known to be off)
+    role: str = "peer"  # "variant": a setting of CG-Taylor itself (an ablation row), not a peer to be beaten
 
-    FIELDS = ("group", "method", "params", "grid", "caveat", "skip_if")
+    FIELDS = ("group", "method", "params", "grid", "caveat", "skip_if", "role")
+    ROLES = ("peer", "variant")
 
     @classmethod
     def from_dict(cls, values: dict) -> "Entry":
@@ -47,9 +49,13 @@ class Entry:
         if "method" not in values:
             raise ValueError(f"comparison entry needs a `method`, got {values}")
         spec(values["method"])
+        role = values.get("role", "peer")
+        if role not in cls.ROLES:
+            raise ValueError(f"comparison entry {values.get('group', values['method'])!r}: role must be one of "
+                             f"{list(cls.ROLES)}, got {role!r}")
         return cls(values.get("group", values["method"]), values["method"], dict(values.get("params") or {}),
                    None if values.get("grid") is None else {k: list(v) for k, v in values["grid"].items()},
-                   str(values.get("caveat") or ""))
+                   str(values.get("caveat") or ""), role)
 
 
 @dataclass

@@ -17,6 +17,7 @@ import pandas as pd
 from ..io import atomic_write_text
 from .comparison import near_miss
 from .tables import to_markdown
+from .variants import best_against_peers, peers_only, variant_table
 
 HEADER = """# Results
 
@@ -70,9 +71,31 @@ def model_table(part: pd.DataFrame) -> pd.DataFrame:
 
 
 def verdict_counts(df: pd.DataFrame) -> pd.DataFrame:
-    peers = df[df["verdict"].fillna("").astype(str) != ""]
+    peers = peers_only(df)
+    peers = peers[peers["verdict"].fillna("").astype(str) != ""]
     counts = peers.assign(verdict=peers["verdict"].astype(str).str.replace(r"^n/a.*", "no verdict", regex=True))
     return (counts.groupby(["model", "steps", "target", "verdict"]).size().unstack(fill_value=0).reset_index())
+
+
+def variant_sections(df: pd.DataFrame) -> list[str]:
+    variants = variant_table(df)
+    best = best_against_peers(df)
+    if variants.empty:
+        return []
+    parts = ["\n### CG-Taylor's variants against the project default (ablation)\n",
+             "Rows with `role: variant` in `conf/comparison/`: settings of CG-Taylor itself, each landed and tested "
+             "like a peer; the difference is the project default's PSNR minus the variant's on the same test "
+             "samples.\n", to_markdown(variants)]
+    if not best.empty:
+        counts = best.assign(verdict=best["verdict"].astype(str).str.replace(r"^n/a.*", "no verdict", regex=True))
+        counts = counts.groupby(["model", "steps", "target", "best variant", "verdict"]).size().unstack(fill_value=0)
+        parts += ["\n### The best variant against each peer\n",
+                  "Per model and target, the variant with the best selection PSNR among those on target (chosen "
+                  "without the test samples), compared with every peer on the test set by the same rules. The near-miss "
+                  "rule compares a peer's near miss with the project default's selection points (the only ones the "
+                  "table records), so it can only withhold a verdict in the variant's favour.\n",
+                  to_markdown(counts.reset_index()), "\n", to_markdown(best)]
+    return parts
 
 
 def half_widths(df: pd.DataFrame) -> pd.DataFrame:
@@ -150,8 +173,9 @@ def write_results_readme(results_dir: str | os.PathLike = "results") -> str:
         parts.append(f"Test set: {int(part['n_test'].max())} samples. Cells: test PSNR (dB) [95% interval] @ test FLOPs "
                      "speedup; CG-Taylor − it: paired difference (dB) [95% interval].\n")
         parts.append(to_markdown(model_table(part)))
-    parts += ["\n### Verdicts (CG-Taylor against each peer)\n", to_markdown(verdict_counts(df)),
-              "\n### Interval half-widths (dB) at these sample sizes\n", to_markdown(half_widths(df))]
+    parts += ["\n### Verdicts (CG-Taylor against each peer)\n", to_markdown(verdict_counts(df))]
+    parts += variant_sections(df)
+    parts += ["\n### Interval half-widths (dB) at these sample sizes\n", to_markdown(half_widths(df))]
     moved = against_sweeps(df, results_dir)
     if not moved.empty:
         parts += ["\n### The same cells as the sweep tables read them (`results/tables/summary.md`)\n",

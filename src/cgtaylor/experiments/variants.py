@@ -1,0 +1,65 @@
+"""CG-Taylor's own settings in the comparison: the ablation of its variants, and the best of them against the peers.
+
+Entries with ``role: variant`` are settings of CG-Taylor (the paper's, module forecasts, other forecasting bases,
+gate options); every other entry is a peer. Verdict counts in the results section are over peers only. Per model,
+step count and target, the best variant is the one with the highest mean PSNR on the *selection* set among those that
+landed on the target, so the choice takes no look at the test samples; its test samples are then compared with each
+peer's by the same paired bootstrap and verdict rules as the project default's.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from .comparison import add_verdicts
+
+
+def roles(df: pd.DataFrame) -> pd.Series:
+    """Each row's role; tables written before roles were recorded count every ``cg-taylor*`` group as a variant."""
+    guessed = df["group"].astype(str).str.startswith("cg-taylor").map({True: "variant", False: "peer"})
+    if "role" not in df:
+        return guessed
+    return df["role"].where(df["role"].isin(["peer", "variant"]), guessed)
+
+
+def peers_only(df: pd.DataFrame) -> pd.DataFrame:
+    return df[roles(df) == "peer"]
+
+
+def variant_table(df: pd.DataFrame) -> pd.DataFrame:
+    """The variants of CG-Taylor against the project default on the same test samples."""
+    part = df[roles(df) == "variant"]
+    columns = {"model": "model", "steps": "steps", "target": "target", "group": "variant",
+               "selection_psnr": "selection PSNR (dB)", "test_speedup": "test speedup", "test_psnr": "test PSNR (dB)",
+               "reference_minus_this": "default − it (dB)", "difference_low": "low", "difference_high": "high",
+               "verdict": "verdict of the default"}
+    shown = part[list(columns)].rename(columns=columns).sort_values(["model", "steps", "target"], kind="stable")
+    return shown.round({"selection PSNR (dB)": 1, "test speedup": 2, "test PSNR (dB)": 1, "default − it (dB)": 1,
+                        "low": 1, "high": 1})
+
+
+def best_variant(part: pd.DataFrame) -> pd.Series | None:
+    """The variant with the best selection PSNR among those on target (None where no variant landed)."""
+    candidates = part[(roles(part) == "variant") & part["on_target"].astype(bool)]
+    if candidates.empty:
+        return None
+    return candidates.loc[candidates["selection_psnr"].idxmax()]
+
+
+def best_against_peers(df: pd.DataFrame, resamples: int = 10000) -> pd.DataFrame:
+    """Per model, step count and target: the best variant (chosen on selection) against every peer, on test."""
+    frames = []
+    for (model, steps, target), part in df.groupby(["model", "steps", "target"], sort=False):
+        best = best_variant(part)
+        if best is None:
+            continue
+        scored = add_verdicts(pd.concat([part[roles(part) == "peer"], best.to_frame().T]), best["group"], resamples)
+        scored = scored[scored["group"] != best["group"]]
+        frames.append(pd.DataFrame({
+            "model": model, "steps": steps, "target": target, "best variant": best["group"],
+            "its test PSNR (dB)": round(float(best["test_psnr"]), 1), "peer": scored["group"],
+            "peer test PSNR (dB)": scored["test_psnr"].astype(float).round(1),
+            "best − peer (dB)": scored["reference_minus_this"].astype(float).round(1),
+            "low": scored["difference_low"].astype(float).round(1),
+            "high": scored["difference_high"].astype(float).round(1), "verdict": scored["verdict"]}))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()

@@ -1,0 +1,60 @@
+"""CG-Taylor's own variants in the comparison: peers-only verdict counts, the ablation table, the best variant."""
+
+import json
+
+import pandas as pd
+import pytest
+
+from cgtaylor.experiments.protocol import Entry
+from cgtaylor.experiments.report import verdict_counts
+from cgtaylor.experiments.variants import best_against_peers, best_variant, roles, variant_table
+
+
+def _row(group, role, selection_psnr, scores, on_target=True, speedup=2.0):
+    return dict(model="m", steps=50, group=group, role=role, target=2.0, on_target=on_target,
+                selection_speedup=speedup, selection_psnr=selection_psnr, test_speedup=speedup, tolerance=0.04,
+                caveat="", near_miss="", test_psnr=sum(scores) / len(scores),
+                test_psnr_per_sample=json.dumps(scores), verdict="", reference_minus_this=float("nan"),
+                difference_low=float("nan"), difference_high=float("nan"))
+
+
+def _frame():
+    base = [30.0 + 0.1 * i for i in range(20)]
+    return pd.DataFrame([
+        _row("cg-taylor", "variant", 40.0, base),
+        # best on selection but worse on test: it is still the one chosen, the test set takes no part in choosing
+        _row("cg-taylor-b", "variant", 45.0, [v - 1 for v in base]),
+        _row("cg-taylor-c", "variant", 50.0, [v + 5 for v in base], on_target=False, speedup=1.5),
+        _row("peer-low", "peer", 38.0, [v - 3 for v in base]),
+        _row("peer-high", "peer", 44.0, [v + 3 for v in base]),
+    ])
+
+
+def test_the_best_variant_is_chosen_on_selection_among_those_on_target():
+    frame = _frame()
+    assert best_variant(frame)["group"] == "cg-taylor-b"
+    best = best_against_peers(frame, resamples=2000).set_index("peer")
+    assert set(best.index) == {"peer-low", "peer-high"}
+    assert best.loc["peer-low", "verdict"] == "ahead" and best.loc["peer-low", "best − peer (dB)"] == pytest.approx(2.0)
+    assert best.loc["peer-high", "verdict"] == "behind"
+
+
+def test_verdict_counts_leave_out_variants():
+    frame = _frame()
+    frame.loc[frame["group"] == "cg-taylor-b", "verdict"] = "behind"
+    frame.loc[frame["group"].str.startswith("peer"), "verdict"] = "ahead"
+    counts = verdict_counts(frame)
+    assert counts["ahead"].tolist() == [2] and "behind" not in counts
+
+
+def test_tables_without_a_role_column_count_cg_taylor_groups_as_variants():
+    frame = _frame().drop(columns=["role"])
+    assert roles(frame).tolist() == ["variant", "variant", "variant", "peer", "peer"]
+    assert variant_table(frame)["variant"].tolist() == ["cg-taylor", "cg-taylor-b", "cg-taylor-c"]
+
+
+def test_an_entry_role_must_be_peer_or_variant():
+    assert Entry.from_dict({"method": "fora"}).role == "peer"
+    assert Entry.from_dict({"method": "cg-taylor", "role": "variant"}).role == "variant"
+    with pytest.raises(ValueError, match="role must be one of"):
+        Entry.from_dict({"method": "fora", "role": "ours"})
