@@ -58,3 +58,15 @@ def test_an_entry_role_must_be_peer_or_variant():
     assert Entry.from_dict({"method": "cg-taylor", "role": "variant"}).role == "variant"
     with pytest.raises(ValueError, match="role must be one of"):
         Entry.from_dict({"method": "fora", "role": "ours"})
+
+
+def test_an_entry_can_be_limited_to_some_models():
+    from cgtaylor.experiments.comparison import ModelComparison, check_comparison_cfg
+
+    entries = [{"method": "fora"}, {"method": "fbcache", "models": ["other-model"]}]
+    comparison = {"targets": [2], "samples": {"dit-digits": {"batch_size": 1, "selection_batches": 1,
+                                                              "test_batches": 1}}, "entries": entries}
+    model = ModelComparison({"name": "dit-digits", "source": "tiny"}, comparison, "unused")
+    assert [e.group for e in model.entries()] == ["fora"]
+    with pytest.raises(ValueError, match="models must be a non-empty list"):
+        check_comparison_cfg(dict(comparison, entries=[{"method": "fora", "models": "dit-digits"}]))

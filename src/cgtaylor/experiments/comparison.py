@@ -45,6 +45,11 @@ def check_comparison_cfg(cfg: dict) -> dict:
     targets = cfg.get("targets")
     if not targets or any(not isinstance(t, (int, float)) or isinstance(t, bool) or t <= 1 for t in targets):
         raise ValueError(f"comparison.targets must be a non-empty list of speedups > 1, got {targets!r}")
+    for entry in cfg.get("entries") or []:
+        only = entry.get("models")
+        if only is not None and (isinstance(only, str) or not only or not all(isinstance(m, str) for m in only)):
+            raise ValueError(f"comparison entry {entry.get('group', entry.get('method'))!r}: models must be a "
+                             f"non-empty list of model names (e.g. [dit-digits]), got {only!r}")
     if not 0 < float(cfg.get("tolerance", 0.04)) < 0.5:
         raise ValueError(f"comparison.tolerance must be in (0, 0.5), got {cfg.get('tolerance')!r}")
     return cfg
@@ -95,7 +100,8 @@ class ModelComparison:
         for values in self.cfg["entries"]:
             values = dict(values)
             skip_if = values.pop("skip_if", None) or []
-            if any(self.model_cfg.get(flag) for flag in skip_if):
+            only = values.pop("models", None)  # an entry that answers a question about some models only
+            if any(self.model_cfg.get(flag) for flag in skip_if) or (only is not None and self.name not in only):
                 continue
             out.append(Entry.from_dict(values))
         return out

@@ -38,7 +38,7 @@ class Entry:
     caveat: str = ""  # why this entry's numbers cannot carry a verdict (e.g. a peer implementation known to be off)
     role: str = "peer"  # "variant": a setting of CG-Taylor itself (an ablation row), not a peer to be beaten
 
-    FIELDS = ("group", "method", "params", "grid", "caveat", "skip_if", "role")
+    FIELDS = ("group", "method", "params", "grid", "caveat", "skip_if", "role", "models")
     ROLES = ("peer", "variant")
 
     @classmethod
