@@ -30,11 +30,24 @@ cd "$root"
 export PYTHONUNBUFFERED=1
 started=$(date +%s)
 step() { echo; echo "== [$(( $(date +%s) - started ))s] $*"; }
+# One process per CPU core (CGTAYLOR_WORKERS to change it), each with one torch thread: each takes its own share of
+# the rows first and then reads the others' (cgtaylor.experiments.workers), so the cores never wait on one another.
+workers="${CGTAYLOR_WORKERS:-$(nproc)}"
+[[ "$workers" =~ ^[1-9][0-9]*$ ]] || { echo "CGTAYLOR_WORKERS must be a positive integer, got '$workers'" >&2; exit 2; }
+in_parallel() {
+  local pids=() status=0
+  for (( rank = 0; rank < workers; rank++ )); do
+    "$python" "$@" worker="$rank/$workers" threads=1 progress="$([ "$rank" = 0 ] && echo true || echo false)" &
+    pids+=($!)
+  done
+  for pid in "${pids[@]}"; do wait "$pid" || status=$?; done
+  return "$status"
+}
 
 step "1/6 equal-footing comparison and the results section (profile $profile)"
-"$python" scripts/run_comparison.py comparison="$profile" results_dir="$results"
+in_parallel scripts/run_comparison.py comparison="$profile" results_dir="$results"
 step "2/6 experiment tables (profile $profile)"
-"$python" scripts/run_experiments.py all=true profile="$profile" results_dir="$results"
+in_parallel scripts/run_experiments.py all=true profile="$profile" results_dir="$results"
 step "3/6 zoo quality and sampling speed"
 "$python" scripts/eval_zoo.py "${zoo_eval[@]}" --out "$results"
 step "4/6 flux-digits against its distilled guidance strength"
