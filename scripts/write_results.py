@@ -1,5 +1,7 @@
 #!/usr/bin/env python
-"""Re-render results/README.md (the results section) from the comparison rows already under results/.
+"""Re-render results/README.md (the results section) from the comparison rows already under results/ and the files
+the other benches wrote there (real_scale*.csv/md, compile_probe.csv/md, explorer_browser.md); run it after any of
+those benches.
 
     python scripts/write_results.py [--results-dir results]
 """

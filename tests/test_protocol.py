@@ -183,6 +183,8 @@ def test_comparison_on_a_tiny_model_writes_rows_verdicts_and_the_results_section
     assert peers["verdict"].str.match(r"^(ahead|level|behind|n/a: .*)$").all()
     text = write_results_readme(tmp_path)
     assert "### dit-digits, 8 steps" in text and (tmp_path / "README.md").read_text() == text
+    assert "`results/real_scale.csv`, `results/real_scale.md` are missing" in text  # the other benches' pages follow
+    assert (tmp_path / "comparison" / "summary.md").read_text() in text
     again = run_comparison(cfg.model, comparison, tmp_path, steps=8, progress=False)  # resumes: nothing recomputed
     assert again.drop(columns=["machine"]).equals(frame.drop(columns=["machine"]))
     second = run_comparison(cfg.model, comparison, tmp_path, steps=8, progress=False, worker=Worker(1, 2))

@@ -4,7 +4,9 @@
 ``<results_dir>/comparison/summary.{csv,md}`` and ``<results_dir>/README.md``: per model and step count, each
 method's test PSNR at each target speedup with its interval, CG-Taylor's paired difference against it and the
 verdict, the interval half-widths the sample sizes gave, the verdict counts, and every cell that needs a caveat (a
-setting off its target, a best setting at the top of its grid).
+setting off its target, a best setting at the top of its grid). ``results/README.md`` then carries the other
+benches' measurements as their own files state them (``measured_sections``): real scale on a GPU, torch.compile,
+the gate explorer in a browser.
 """
 
 from __future__ import annotations
@@ -16,6 +18,9 @@ import pandas as pd
 
 from ..io import atomic_write_text
 from .comparison import near_miss
+from .report_compile import compile_section
+from .report_explorer import explorer_section
+from .report_real_scale import real_scale_sections
 from .tables import to_markdown
 from .variants import best_against_peers, peers_only, variant_table
 
@@ -162,6 +167,11 @@ def against_sweeps(df: pd.DataFrame, results_dir: Path) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def measured_sections(results_dir: Path) -> list[str]:
+    """The other benches' pages, each from its own file under ``results_dir`` (a line instead where it is absent)."""
+    return [*real_scale_sections(results_dir), compile_section(results_dir), explorer_section(results_dir)]
+
+
 def write_results_readme(results_dir: str | os.PathLike = "results") -> str:
     results_dir = Path(results_dir)
     df = load_comparison(results_dir)
@@ -191,5 +201,6 @@ def write_results_readme(results_dir: str | os.PathLike = "results") -> str:
     atomic_write_text(df.drop(columns=["test_psnr_per_sample"]).to_csv(index=False),
                       results_dir / "comparison" / "summary.csv")
     atomic_write_text(text, results_dir / "comparison" / "summary.md")
-    atomic_write_text(text, results_dir / "README.md")
-    return text
+    readme = "\n".join([text, *measured_sections(results_dir)])
+    atomic_write_text(readme, results_dir / "README.md")
+    return readme
