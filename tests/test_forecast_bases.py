@@ -129,16 +129,28 @@ def test_the_method_registry_sweeps_the_new_bases():
         check_params("cg-taylor", {"taylor_formula": "chebyshev"})
 
 
+def _newton_cache_bytes(pipe, run) -> dict:
+    """The cache of order-2 Newton ladders (three tensors each) over a fully computed run."""
+    apply_cg_taylor(pipe, CGTaylorConfig(threshold=0, first_block_order=2, last_block_order=2))
+    try:
+        run(pipe, STEPS)
+        return dict(cg_taylor_stats(pipe).cache_bytes)
+    finally:
+        remove_cg_taylor(pipe)
+
+
 @pytest.fixture(scope="module")
 def pipes():
+    """Each tiny pipeline with its plain output and the cache that order-2 Newton ladders hold on it."""
     pipes = {"dit": tiny_dit_pipeline(), "flux": tiny_flux_pipeline()}
-    return {name: (pipe, RUNNERS[name](pipe, STEPS)) for name, pipe in pipes.items()}  # each with its plain output
+    return {name: (pipe, RUNNERS[name](pipe, STEPS), _newton_cache_bytes(pipe, RUNNERS[name]))
+            for name, pipe in pipes.items()}
 
 
 @pytest.mark.parametrize("name", ["dit", "flux"])
 @pytest.mark.parametrize("formula", NEW_FORMULAS)
 def test_threshold_zero_equals_the_plain_model_and_forecasts_stand_in_otherwise(name, formula, pipes):
-    (pipe, reference), run = pipes[name], RUNNERS[name]
+    (pipe, reference, newton_bytes), run = pipes[name], RUNNERS[name]
     options = dict(taylor_formula=formula, last_block_order=2, first_block_order=2)
     if formula == "least_squares":
         options["fit_points"] = 4
@@ -146,6 +158,8 @@ def test_threshold_zero_equals_the_plain_model_and_forecasts_stand_in_otherwise(
         apply_cg_taylor(pipe, CGTaylorConfig(threshold=0, **options))
         torch.testing.assert_close(run(pipe, STEPS), reference, rtol=1e-5, atol=1e-5)
         assert cg_taylor_stats(pipe).forecast_steps == 0
+        kept = 4 if formula == "least_squares" else 3  # features (or factors) per forecaster after six refreshes
+        assert cg_taylor_stats(pipe).cache_bytes == {c: b * kept // 3 for c, b in newton_bytes.items()}
         apply_cg_taylor(pipe, CGTaylorConfig(threshold=1e9, warmup_steps=3, **options))
         forecast = run(pipe, STEPS)
         stats = cg_taylor_stats(pipe)
