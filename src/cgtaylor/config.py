@@ -8,10 +8,12 @@ from dataclasses import dataclass, fields, replace
 import torch
 
 from .checks import compute_dtype
+from .forecast_bases import HERMITE_SCALE
 
 FORECAST_MODES = ("last_block", "residual", "modules")
-TAYLOR_FORMULAS = ("newton", "taylorseer")
+TAYLOR_FORMULAS = ("newton", "taylorseer", "hermite", "least_squares", "bdf2_heun")
 MAX_ORDER = 4
+MAX_FIT_POINTS = 16
 
 
 def _require_int(name: str, value, low: int, high: int | None = None) -> None:
@@ -46,6 +48,19 @@ def _as_schedule(steps, num_inference_steps: int | None) -> tuple[int, ...] | No
     return tuple(sorted(set(steps)))
 
 
+def _check_basis_options(config) -> None:
+    scale = config.hermite_scale
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale) or scale <= 0:
+        raise ValueError(f"CGTaylorConfig.hermite_scale must be a finite number > 0, got {scale!r}")
+    if config.fit_points is None:
+        return
+    if config.taylor_formula != "least_squares":
+        raise ValueError(f"CGTaylorConfig.fit_points applies to taylor_formula='least_squares' only; leave it None "
+                         f"with taylor_formula={config.taylor_formula!r}")
+    _require_int("fit_points", config.fit_points, max(config.first_block_order, config.last_block_order) + 1,
+                 MAX_FIT_POINTS)
+
+
 @dataclass
 class CGTaylorConfig:
     """Settings of the confidence gate and the two Taylor forecasters.
@@ -63,7 +78,13 @@ class CGTaylorConfig:
         taylor_formula: ``"newton"`` evaluates the ladder as Newton's divided-difference interpolation over the
             actual refresh steps (exact on polynomials of the ladder's order, any spacing); ``"taylorseer"``
             is the TaylorSeer recursion ``sum F[i] (t-s)^i / i!`` with differences over the last interval.
-            Both agree at order 0 and 1.
+            Both agree at order 0 and 1. ``"hermite"`` weighs TaylorSeer's factors with HiCache's scaled
+            Hermite polynomials (arXiv 2508.16984); ``"least_squares"`` fits a polynomial of the ladder's order to
+            the last ``fit_points`` refreshes; ``"bdf2_heun"`` is FoCa's BDF2 predictor with a Heun corrector
+            (arXiv 2508.16211) on the refreshes' actual steps (:mod:`cgtaylor.forecast_bases`).
+        hermite_scale: HiCache's contraction ``sigma`` in ``sigma^k H_k(sigma x) / k!`` (``"hermite"`` only).
+        fit_points: how many past refreshes ``"least_squares"`` fits (>= order + 1 of both ladders; None: order + 1,
+            i.e. interpolation). The cache then holds that many features per forecaster.
         max_consecutive_forecasts: cap on forecast steps in a row (None: no cap).
         probe_block: which block the gate measures, counted from 1 (1: the first block, the method). Blocks
             before it always run; the blocks after it, up to the last, are skipped on forecast steps, and the
@@ -89,6 +110,8 @@ class CGTaylorConfig:
     last_block_order: int = 1
     forecast: str = "residual"
     taylor_formula: str = "newton"
+    hermite_scale: float = HERMITE_SCALE
+    fit_points: int | None = None
     max_consecutive_forecasts: int | None = None
     probe_block: int = 1
     compute_steps: tuple[int, ...] | None = None
@@ -112,6 +135,7 @@ class CGTaylorConfig:
             raise ValueError(
                 f"CGTaylorConfig.taylor_formula must be one of {TAYLOR_FORMULAS}, got {self.taylor_formula!r}"
             )
+        _check_basis_options(self)
         if self.max_consecutive_forecasts is not None:
             _require_int("max_consecutive_forecasts", self.max_consecutive_forecasts, 1)
         if self.num_inference_steps is not None:

@@ -21,7 +21,7 @@ from .config import CGTaylorConfig
 from .gate import GateDecision, SharedDecisions, decide
 from .parallel import context_parallel_group, relative_l1
 from .stats import CGTaylorStats, StepRecord
-from .taylor import TaylorLadder
+from .taylor import TaylorLadder, make_ladder
 
 DEFAULT_CONTEXT = "default"
 logger = logging.getLogger("cgtaylor")
@@ -32,17 +32,16 @@ class CGTaylorState(BaseState):
 
     def __init__(self, config: CGTaylorConfig):
         self.config = config
-        ladder = dict(formula=config.taylor_formula, dtype=config.cache_dtype, device=config.cache_device)
-        self.first = TaylorLadder(config.first_block_order, **ladder)
-        self.last = TaylorLadder(config.last_block_order, **ladder)
+        self.ladder_options = dict(formula=config.taylor_formula, hermite_scale=config.hermite_scale,
+                                   fit_points=config.fit_points, dtype=config.cache_dtype, device=config.cache_device)
+        self.first = make_ladder(config.first_block_order, **self.ladder_options)
+        self.last = make_ladder(config.last_block_order, **self.ladder_options)
         self.modules: dict = {}  # forecast="modules": child name -> its ModuleCache
         self.start_trajectory(None)
 
     def new_ladder(self) -> TaylorLadder:
         """A forecaster for one block child (forecast="modules"), of the last block's order."""
-        config = self.config
-        return TaylorLadder(config.last_block_order, formula=config.taylor_formula, dtype=config.cache_dtype,
-                            device=config.cache_device)
+        return make_ladder(self.config.last_block_order, **self.ladder_options)
 
     def start_trajectory(self, num_steps: int | None) -> None:
         self.first.clear()

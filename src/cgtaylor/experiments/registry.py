@@ -17,6 +17,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from ..config import MAX_FIT_POINTS, TAYLOR_FORMULAS
+
 _ANY = object()
 
 
@@ -129,7 +131,8 @@ _register(MethodSpec(
 _CG_TAYLOR_PARAMS = {
     "threshold": _THRESHOLD, "warmup_steps": _STEPS, "first_block_order": _int(0, 4), "last_block_order": _int(0, 4),
     "forecast": Param((str,), choices=("residual", "last_block", "modules")),
-    "taylor_formula": Param((str,), choices=("newton", "taylorseer")),
+    "taylor_formula": Param((str,), choices=TAYLOR_FORMULAS), "hermite_scale": _float(1e-6, 100.0),
+    "fit_points": _int(1, MAX_FIT_POINTS, nullable=True),
     "max_consecutive_forecasts": _int(1, 1000, nullable=True), "num_inference_steps": _int(1, 1000, nullable=True),
     "cache_dtype": Param((str,), nullable=True), "cache_device": Param((str,), nullable=True), "analysis": _BOOL,
     "probe_block": _int(1, 1000), "compute_steps": Param((list, tuple), nullable=True),
