@@ -10,6 +10,8 @@ these accesses were tested with. ``tests/test_cache_dit_compat.py`` exercises ea
 
 from __future__ import annotations
 
+from ._internals import missing_internal_message
+
 TESTED_CACHE_DIT_VERSION = "1.5.3"
 _MISSING = object()
 
@@ -21,12 +23,8 @@ class CacheDitInternalsError(RuntimeError):
 def missing_internal(internal: str, error: BaseException | None = None) -> CacheDitInternalsError:
     import cache_dit
 
-    cause = f" ({type(error).__name__}: {error})" if error is not None else ""
-    return CacheDitInternalsError(
-        f"cgtaylor needs the cache-dit internal `{internal}`, which the installed cache-dit {cache_dit.__version__} "
-        f"does not provide as expected{cause}. cgtaylor was tested with cache-dit {TESTED_CACHE_DIT_VERSION}: "
-        f"install that version (pip install cache-dit=={TESTED_CACHE_DIT_VERSION}) or update cgtaylor/_cache_dit.py."
-    )
+    return CacheDitInternalsError(missing_internal_message(
+        "cache-dit", internal, cache_dit.__version__, TESTED_CACHE_DIT_VERSION, __name__, error))
 
 
 def _transformer_attribute(transformer, name: str):

@@ -18,8 +18,7 @@ class FluxDigits(ZooModel):
     condition_form = "captions ('a {colour} {digit} in the {position}')"
 
     def parse(self, conditions):
-        if isinstance(conditions, str) or not len(conditions):
-            raise ValueError("conditions must be a non-empty list of captions")
+        self._require_captions(conditions)
         return [parse_flux_caption(c) for c in conditions]
 
     def default_conditions(self, n, seed=0):

@@ -17,8 +17,7 @@ class WanDigits(ZooModel):
     condition_form = "captions ('a {digit} moving {direction}')"
 
     def parse(self, conditions):
-        if isinstance(conditions, str) or not len(conditions):
-            raise ValueError("conditions must be a non-empty list of captions")
+        self._require_captions(conditions)
         out = [parse_wan_caption(c) for c in conditions]
         return out
 

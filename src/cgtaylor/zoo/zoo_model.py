@@ -79,6 +79,11 @@ class ZooModel:
                             f"got {type(conditions).__name__} {conditions!r}")
         return list(conditions)
 
+    @staticmethod
+    def _require_captions(conditions) -> None:
+        if isinstance(conditions, str) or not len(conditions):
+            raise ValueError("conditions must be a non-empty list of captions")
+
     def parse(self, conditions: Sequence) -> list:
         raise NotImplementedError
 
