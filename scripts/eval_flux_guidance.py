@@ -26,7 +26,7 @@ from tqdm import tqdm  # noqa: E402
 
 from cgtaylor import zoo  # noqa: E402
 from cgtaylor.io import atomic_write_csv, atomic_write_text  # noqa: E402
-from cgtaylor.zoo import evaluator, models  # noqa: E402
+from cgtaylor.zoo import evaluator, families  # noqa: E402
 
 NAME = "flux-digits"
 CONDITION_SEED, NOISE_SEED = 7, 57000
@@ -97,7 +97,7 @@ def main() -> None:
         kept = pd.concat([kept, pd.DataFrame([row])], ignore_index=True)
         atomic_write_csv(kept, csv)
     rows = kept[kept["guidance"].isin(args.strengths)]
-    default = models.SAMPLER_DEFAULTS[models.NAME_KIND[NAME]]["guidance"]
+    default = families.SAMPLER_DEFAULTS[families.NAME_KIND[NAME]]["guidance"]
     atomic_write_text(render(rows, weights, default, args.threads), out / "flux_guidance.md")
     print(f"wrote {out / 'flux_guidance.md'}")
 

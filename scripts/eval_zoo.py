@@ -30,7 +30,7 @@ import torch  # noqa: E402
 
 from cgtaylor import zoo  # noqa: E402
 from cgtaylor.io import atomic_write_text  # noqa: E402
-from cgtaylor.zoo import data, evaluator, models, train  # noqa: E402
+from cgtaylor.zoo import data, evaluator, families, models, recipes, train  # noqa: E402
 
 BARS = {  # metric -> minimum, per model (from the zoo's quality bar)
     "dit-digits": {"digit_accuracy": 0.90},
@@ -58,12 +58,12 @@ def time_training_steps(name, threads, steps, warmup=2, timed=4):
     from omegaconf import OmegaConf
 
     path = ROOT / "conf" / "zoo" / f"{name}.yaml"
-    recipe, _ = train.split_model_config(OmegaConf.to_container(OmegaConf.load(path)), str(path))
+    recipe, _ = recipes.split_model_config(OmegaConf.to_container(OmegaConf.load(path)), str(path))
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
         torch.manual_seed(0)
-        model = models.new_model(name, models.NAME_KIND[name])
+        model = models.new_model(name, families.NAME_KIND[name])
         params = train.parameters(model)
         opt = train.new_optimiser(params, recipe["lr"])
         ema = [p.detach().clone() for p in params]
@@ -350,8 +350,8 @@ def render(r, args) -> str:
             lo, hi = t["guidance_range"]
             L.append(f"- {n}: captions dropped at {t['label_dropout']:g} from step {t['label_dropout_from_step']}, "
                      f"distilled from step {t['guidance_distillation_from_step']} with w in [{lo:g}, {hi:g}]; "
-                     f"sampled at guidance {models.SAMPLER_DEFAULTS[models.NAME_KIND[n]]['guidance']:g}")
-    schedules = [(n, m["training"], train.lr_knots(m["training"])) for n, m in r["models"].items()]
+                     f"sampled at guidance {families.SAMPLER_DEFAULTS[families.NAME_KIND[n]]['guidance']:g}")
+    schedules = [(n, m["training"], recipes.lr_knots(m["training"])) for n, m in r["models"].items()]
     schedules = [(n, t, knots) for n, t, knots in schedules if knots]
     if schedules:
         L += ["", "Learning-rate schedule (`lr_schedule` in `conf/zoo/`): constant after warm-up, then linear between "

@@ -36,7 +36,7 @@ def _path(p: str) -> Path:
 @hydra.main(version_base=None, config_path="../conf/zoo", config_name="train")
 def main(cfg: DictConfig) -> None:
     from cgtaylor import zoo
-    from cgtaylor.zoo import evaluator, models, train
+    from cgtaylor.zoo import evaluator, families, models, recipes, train
 
     torch.set_num_threads(int(cfg.threads))
     out_dir = _path(cfg.out_dir)
@@ -49,10 +49,10 @@ def main(cfg: DictConfig) -> None:
             continue
         if name not in zoo.MODEL_NAMES:
             raise ValueError(f"unknown entry {name!r} in only; choose from evaluator, {', '.join(zoo.MODEL_NAMES)}")
-        recipe, run = train.split_model_config(OmegaConf.to_container(cfg.models[name], resolve=True),
+        recipe, run = recipes.split_model_config(OmegaConf.to_container(cfg.models[name], resolve=True),
                                                f"conf/zoo/{name}.yaml")
         torch.manual_seed(recipe["seed"])
-        model = models.new_model(name, models.NAME_KIND[name])
+        model = models.new_model(name, families.NAME_KIND[name])
         info = train.train(model, **run, **recipe, checkpoint_dir=_path(cfg.checkpoint_dir) / name,
                            progress=cfg.progress)
         zoo.save(model, out_dir, extra={"training": info})

@@ -1,5 +1,6 @@
 """cgtaylor._diffusers, the one door to diffusers' private internals: each access works on the installed diffusers,
-a missing internal fails with a message naming it and the tested version, and no other module goes around the door."""
+a missing internal fails with a message naming it and the tested version, and no other module goes around the door
+(nor around cgtaylor._cache_dit, the door to cache-dit's; its accesses are tested in test_cache_dit_compat.py)."""
 
 from __future__ import annotations
 
@@ -15,10 +16,11 @@ from diffusers.hooks.hooks import BaseState, CacheContext, StateManager
 
 from cgtaylor import _diffusers
 from cgtaylor.blocks import find_blocks
-from cgtaylor.zoo.models import ARCH, TINY_OVERRIDES, build_transformer
+from cgtaylor.zoo.families import ARCH, TINY_OVERRIDES, build_transformer
 
 PACKAGE = Path(_diffusers.__file__).parent
 COMPAT = Path(_diffusers.__file__)
+CACHE_DIT_DOOR = PACKAGE / "_cache_dit.py"
 
 
 def tiny(kind: str) -> torch.nn.Module:
@@ -251,11 +253,11 @@ def _private(name: str) -> bool:
     return name.startswith("_") and not name.startswith("__")
 
 
-def compat_private_names() -> set[str]:
-    """The diffusers-private names the compat module uses: ``_`` identifiers it reads as attributes, strings that are an
+def compat_private_names(door: Path = COMPAT) -> set[str]:
+    """The library-private names a door module (default: the diffusers compat module) uses: ``_`` identifiers it reads as attributes, strings that are an
     identifier (``"_context"``) or a lookup path (``"diffusers.hooks._common:_ALL_TRANSFORMER_BLOCK_IDENTIFIERS"``),
     and names it sets or overrides in class bodies, less the module's own top-level helpers."""
-    tree = ast.parse(COMPAT.read_text())
+    tree = ast.parse(door.read_text())
     assigned = [t for node in tree.body if isinstance(node, (ast.Assign, ast.AnnAssign))
                 for t in (node.targets if isinstance(node, ast.Assign) else [node.target])]
     own = {target.id for target in assigned if isinstance(target, ast.Name)}
@@ -276,12 +278,12 @@ def compat_private_names() -> set[str]:
     return {name for name in names if _private(name)} - own
 
 
-def _diffusers_bound_names(tree: ast.Module) -> set[str]:
+def _bound_names(tree: ast.Module, library: str) -> set[str]:
     bound = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
-            bound |= {(a.asname or a.name).split(".")[0] for a in node.names if a.name.split(".")[0] == "diffusers"}
-        elif isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "diffusers":
+            bound |= {(a.asname or a.name).split(".")[0] for a in node.names if a.name.split(".")[0] == library}
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == library:
             bound |= {a.asname or a.name for a in node.names}
     return bound
 
@@ -292,21 +294,22 @@ def _attribute_root(node: ast.Attribute) -> str | None:
     return node.id if isinstance(node, ast.Name) else None
 
 
-def private_diffusers_uses(source: str, private_names: set[str]) -> list[str]:
-    """Where ``source`` reaches past diffusers' public names: an import of a ``_`` name or from a ``_`` module of
-    diffusers; a ``_`` attribute of a name imported from diffusers; a diffusers-private name of ``private_names``
-    used as an attribute, a string (``getattr(m, "_diffusers_hook")``) or a class-body name (``_is_stateful``)."""
+def private_diffusers_uses(source: str, private_names: set[str], library: str = "diffusers") -> list[str]:
+    """Where ``source`` reaches past the public names of ``library`` (default diffusers): an import of a ``_`` name or
+    from a ``_`` module of it; a ``_`` attribute of a name imported from it; a library-private name of
+    ``private_names`` used as an attribute, a string (``getattr(m, "_diffusers_hook")``) or a class-body name
+    (``_is_stateful``)."""
     tree = ast.parse(source)
-    bound = _diffusers_bound_names(tree)
+    bound = _bound_names(tree, library)
     found = []
     for node in ast.walk(tree):
         where = f"line {getattr(node, 'lineno', '?')}"
-        if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "diffusers":
+        if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == library:
             found += [f"{where}: from {node.module} import {a.name}" for a in node.names
                       if any(map(_private, node.module.split(".") + [a.name]))]
         elif isinstance(node, ast.Import):
             found += [f"{where}: import {a.name}" for a in node.names
-                      if a.name.startswith("diffusers") and any(map(_private, a.name.split(".")))]
+                      if a.name.split(".")[0] == library and any(map(_private, a.name.split(".")))]
         elif isinstance(node, ast.Attribute) and _private(node.attr):
             if node.attr in private_names or _attribute_root(node) in bound:
                 found.append(f"{where}: .{node.attr}")
@@ -366,3 +369,37 @@ def test_no_module_but_the_compat_module_touches_diffusers_private_names():
         if uses:
             offences[str(path.relative_to(PACKAGE))] = uses
     assert not offences, f"diffusers internals used outside cgtaylor/_diffusers.py: {offences}"
+
+
+def test_the_cache_dit_door_private_names_are_gathered():
+    names = compat_private_names(CACHE_DIT_DOOR)
+    assert {"_context_manager", "_context_names"} <= names
+    assert not names & {"_MISSING", "_transformer_attribute"}  # its own
+
+
+def test_the_scan_flags_private_cache_dit_uses():
+    names = compat_private_names(CACHE_DIT_DOOR)
+    flagged = ["manager = transformer._context_manager", "names = getattr(module, '_context_names')",
+               "import cache_dit\ncache_dit.caching._anything_private",
+               "from cache_dit.caching.cache_blocks import _private_helper", "import cache_dit._utils"]
+    for source in flagged:
+        assert private_diffusers_uses(source, names, "cache_dit"), source
+    spared = ["import cache_dit\ncache_dit.enable_cache(adapter)", "self._attrs = {}", "set(m._modules)",
+              "from cache_dit import DBCacheConfig"]
+    for source in spared:
+        assert not private_diffusers_uses(source, names, "cache_dit"), source
+
+
+def test_no_module_but_the_cache_dit_door_touches_cache_dit_private_names():
+    """The rule of the diffusers door, for cache-dit: outside ``cgtaylor/_cache_dit.py`` no module imports a ``_`` name
+    or module of cache_dit, reads a ``_`` attribute through a name imported from cache_dit, or uses a cache-dit-private
+    name the door uses (``transformer._context_manager``)."""
+    names = compat_private_names(CACHE_DIT_DOOR)
+    offences = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        if path == CACHE_DIT_DOOR:
+            continue
+        uses = private_diffusers_uses(path.read_text(), names, "cache_dit")
+        if uses:
+            offences[str(path.relative_to(PACKAGE))] = uses
+    assert not offences, f"cache-dit internals used outside cgtaylor/_cache_dit.py: {offences}"

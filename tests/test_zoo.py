@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from cgtaylor import zoo
-from cgtaylor.zoo import data, evaluator, models, train
+from cgtaylor.zoo import data, evaluator, families, recipes, train
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -297,6 +297,18 @@ def test_tiny_training_step_runs_and_changes_weights(name):
     assert any(not torch.equal(a, b) for a, b in zip(before, train.parameters(m)))
 
 
+def test_training_with_one_seed_gives_bit_identical_weights():
+    def trained(seed: int) -> dict[str, torch.Tensor]:
+        m = zoo.tiny("flux-digits")
+        train.train(m, max_steps=3, batch_size=2, warmup=1, progress=False, seed=seed,
+                    guidance_distillation_from_step=2)
+        return {f"{prefix}.{k}": v for prefix, mod in m.modules().items() for k, v in mod.state_dict().items()}
+
+    first, again, other = trained(1), trained(1), trained(2)
+    assert first.keys() == again.keys() and all(torch.equal(first[k], again[k]) for k in first)
+    assert any(not torch.equal(first[k], other[k]) for k in first)
+
+
 def test_training_resumes_to_the_same_weights(tmp_path):
     torch.manual_seed(0)
     a = zoo.tiny("dit-digits")
@@ -376,39 +388,39 @@ def test_guidance_distillation_resumes_with_its_frozen_teacher(tmp_path):
 def test_guidance_distillation_fields_are_checked_by_name():
     for bad in (-1, 2.5, True):
         with pytest.raises(ValueError, match="guidance_distillation_from_step must be null or a step"):
-            train.recipe_from({"guidance_distillation_from_step": bad})
+            recipes.recipe_from({"guidance_distillation_from_step": bad})
     for bad in ([3.0, 1.0], [-1.0, 2.0], [1.0], "wide"):
         with pytest.raises(ValueError, match=r"guidance_range must be a \[low, high\] pair"):
-            train.recipe_from({"guidance_range": bad})
-    assert train.recipe_from({"guidance_range": [1, 4]})["guidance_range"] == [1, 4]
+            recipes.recipe_from({"guidance_range": bad})
+    assert recipes.recipe_from({"guidance_range": [1, 4]})["guidance_range"] == [1, 4]
 
 
 def test_learning_rate_warms_up_then_follows_the_schedule_knots():
-    r = train.recipe_from(dict(lr=1e-3, warmup=10, lr_schedule=[[100, 1.0], [150, 0.2], [170, 0.2], [190, 0.02]]))
-    lr = [train.learning_rate(k, r) for k in range(250)]
+    r = recipes.recipe_from(dict(lr=1e-3, warmup=10, lr_schedule=[[100, 1.0], [150, 0.2], [170, 0.2], [190, 0.02]]))
+    lr = [recipes.learning_rate(k, r) for k in range(250)]
     assert lr[0] == pytest.approx(1e-4) and lr[9] == pytest.approx(1e-3) and lr[99] == pytest.approx(1e-3)
     assert lr[125] == pytest.approx(1e-3 * 0.6) and lr[150] == pytest.approx(2e-4) and lr[169] == pytest.approx(2e-4)
     assert lr[180] == pytest.approx(1.1e-4) and lr[190] == pytest.approx(2e-5) and lr[249] == pytest.approx(2e-5)
     assert all(a >= b for a, b in zip(lr[100:], lr[101:]))
-    plain = train.recipe_from(dict(lr=1e-3, warmup=10))
-    assert train.learning_rate(10**6, plain) == pytest.approx(1e-3)
+    plain = recipes.recipe_from(dict(lr=1e-3, warmup=10))
+    assert recipes.learning_rate(10**6, plain) == pytest.approx(1e-3)
 
 
 def test_lr_schedule_is_checked_and_old_cool_down_records_still_read():
     for bad in ([[100, 1.0], [100, 0.5]], [[100, -0.1]], [100, 0.5], "soon"):
         with pytest.raises(ValueError, match=r"lr_schedule must be a list of \[step, fraction\] pairs"):
-            train.recipe_from({"lr_schedule": bad})
+            recipes.recipe_from({"lr_schedule": bad})
     with pytest.raises(ValueError, match="flux.yaml: lr_schedule"):
-        train.split_model_config({"lr_schedule": [[5, 1.0], [3, 0.1]]}, "flux.yaml")
+        recipes.split_model_config({"lr_schedule": [[5, 1.0], [3, 0.1]]}, "flux.yaml")
     legacy = dict(lr_decay_from_step=14192, lr_decay_steps=7000, lr_final_fraction=0.1)
-    assert train.lr_knots(legacy) == [[14192, 1.0], [21192, 0.1]]
-    assert train.lr_knots(dict(lr_schedule=((1, 1.0), (2, 0.5)))) == [[1, 1.0], [2, 0.5]]
-    assert train.lr_knots(train.recipe_from({})) == []
+    assert recipes.lr_knots(legacy) == [[14192, 1.0], [21192, 0.1]]
+    assert recipes.lr_knots(dict(lr_schedule=((1, 1.0), (2, 0.5)))) == [[1, 1.0], [2, 0.5]]
+    assert recipes.lr_knots(recipes.recipe_from({})) == []
 
 
 def test_recipe_fields_are_checked_by_name():
     with pytest.raises(ValueError, match="lr_schedules.*accepted:.*lr_schedule"):
-        train.recipe_from({"lr_schedules": [[5, 0.1]]})
+        recipes.recipe_from({"lr_schedules": [[5, 0.1]]})
     with pytest.raises(TypeError):
         train.train(zoo.tiny("dit-digits"), 2, progress=False)  # recipe fields are keyword-only
     with pytest.raises(ValueError, match="train\\(\\): unknown field\\(s\\) batchsize"):
@@ -420,16 +432,16 @@ def test_shipped_training_configs_split_into_recipe_and_run_options():
 
     conf = Path(__file__).resolve().parents[1] / "conf" / "zoo"
     for name in zoo.MODEL_NAMES:
-        recipe, run = train.split_model_config(OmegaConf.to_container(OmegaConf.load(conf / f"{name}.yaml")), name)
-        assert set(recipe) == set(train.RECIPE_DEFAULTS) and set(run) == set(train.RUN_FIELDS)
+        recipe, run = recipes.split_model_config(OmegaConf.to_container(OmegaConf.load(conf / f"{name}.yaml")), name)
+        assert set(recipe) == set(recipes.RECIPE_DEFAULTS) and set(run) == set(recipes.RUN_FIELDS)
     with pytest.raises(ValueError, match="conf/zoo/x.yaml: unknown field\\(s\\) max_step;"):
-        train.split_model_config({"max_step": 3}, "conf/zoo/x.yaml")
+        recipes.split_model_config({"max_step": 3}, "conf/zoo/x.yaml")
 
 
 def test_build_transformer_by_name_and_kind():
-    t = zoo.build_transformer("dit-digits", dict(models.ARCH["dit"], num_layers=1))
+    t = zoo.build_transformer("dit-digits", dict(families.ARCH["dit"], num_layers=1))
     assert type(t).__name__ == "DiTTransformer2DModel" and len(t.transformer_blocks) == 1
-    assert type(zoo.build_transformer("flux", dict(models.ARCH["flux"], num_layers=1, num_single_layers=1))).__name__ == "FluxTransformer2DModel"
+    assert type(zoo.build_transformer("flux", dict(families.ARCH["flux"], num_layers=1, num_single_layers=1))).__name__ == "FluxTransformer2DModel"
     with pytest.raises(ValueError):
         zoo.build_transformer("sd3")
 

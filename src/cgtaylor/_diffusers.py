@@ -15,6 +15,8 @@ import importlib
 import torch
 from diffusers.hooks import HookRegistry, ModelHook
 
+from ._internals import missing_internal_message
+
 TESTED_DIFFUSERS_VERSION = "0.42.1"
 _MISSING = object()
 
@@ -26,12 +28,8 @@ class DiffusersInternalsError(RuntimeError):
 def missing_internal(internal: str, error: BaseException | None = None) -> DiffusersInternalsError:
     import diffusers
 
-    cause = f" ({type(error).__name__}: {error})" if error is not None else ""
-    return DiffusersInternalsError(
-        f"cgtaylor needs the diffusers internal `{internal}`, which the installed diffusers {diffusers.__version__} "
-        f"does not provide as expected{cause}. cgtaylor was tested with diffusers {TESTED_DIFFUSERS_VERSION}: "
-        f"install that version (pip install diffusers=={TESTED_DIFFUSERS_VERSION}) or update cgtaylor/_diffusers.py."
-    )
+    return DiffusersInternalsError(missing_internal_message(
+        "diffusers", internal, diffusers.__version__, TESTED_DIFFUSERS_VERSION, __name__, error))
 
 
 @functools.cache

@@ -69,6 +69,6 @@ def load_spec(path: str | Path, reduced: bool = False) -> ModelSpec:
 def build_transformer(spec: ModelSpec, device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
     """The diffusers transformer of ``spec`` with random weights (seed 0), created directly on ``device`` in
     ``dtype``."""
-    from ..zoo.models import build_transformer as build_random
+    from ..zoo.families import build_transformer as build_random
 
     return build_random(spec.family, spec.transformer, device=device, dtype=dtype, seed=0).eval().requires_grad_(False)

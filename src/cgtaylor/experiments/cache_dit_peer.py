@@ -33,7 +33,7 @@ from numbers import Integral, Real
 from diffusers.hooks import HookRegistry
 from diffusers.hooks.hooks import BaseState, StateManager
 
-from .. import _diffusers
+from .. import _cache_dit, _diffusers
 
 CACHE_DIT_VARIANTS = ("dbcache", "dbcache-taylorseer", "dbcache-foca")
 CACHE_DIT_HOOK = "cache_dit"
@@ -47,7 +47,7 @@ LAYOUTS = {
 }
 
 
-def _cache_dit():
+def _cache_dit_library():
     import cache_dit
 
     return cache_dit
@@ -59,7 +59,7 @@ def supported(transformer) -> tuple[bool, str]:
     if name not in LAYOUTS:
         return False, f"cache-dit peer covers {sorted(LAYOUTS)}, not {name}"
     try:
-        _cache_dit()
+        _cache_dit_library()
     except ImportError:
         return False, "cache-dit is not installed (pip install cache-dit==1.5.3)"
     return True, ""
@@ -89,7 +89,7 @@ def _configs(transformer, variant, threshold, warmup_steps, num_inference_steps,
     blocks = _block_count(transformer)
     if fn + bn > blocks:
         raise ValueError(f"fn_compute_blocks + bn_compute_blocks must be at most the {blocks} blocks, got {fn} + {bn}")
-    cd = _cache_dit()
+    cd = _cache_dit_library()
     cache_config = cd.DBCacheConfig(
         Fn_compute_blocks=fn, Bn_compute_blocks=bn, residual_diff_threshold=float(threshold),
         max_warmup_steps=_int("warmup_steps", warmup_steps, 0),
@@ -122,7 +122,7 @@ class CacheDitHook(_diffusers.StatefulModelHook):
         self.last_stats: dict = {}
 
     def initialize_hook(self, module):
-        cd = _cache_dit()
+        cd = _cache_dit_library()
         self._attrs = {m: dict(vars(m)) for m in module.modules()}
         self._submodules = {m: set(m._modules) for m in module.modules()}
         adapter = cd.get_adapter(module)  # applies cache-dit's patch functor for the class, if any
@@ -150,13 +150,13 @@ class CacheDitHook(_diffusers.StatefulModelHook):
     def reset_state(self, module):
         if self.calls:
             self.last_stats = self._stats(module)
-            _cache_dit().refresh_context(module)
+            _cache_dit_library().refresh_context(module)
         self.calls = 0
         self.branch.reset()
         return module
 
     def deinitalize_hook(self, module):
-        _cache_dit().disable_cache(self.adapter)
+        _cache_dit_library().disable_cache(self.adapter)
         self._restore(module)
         return module
 
@@ -172,9 +172,9 @@ class CacheDitHook(_diffusers.StatefulModelHook):
                 del m._modules[name]
 
     def _stats(self, module) -> dict:
-        manager = module._context_manager
+        manager = _cache_dit.context_manager(module)
         stats = {}
-        for context_name in module._context_names:
+        for context_name in _cache_dit.context_names(module):
             context = manager.get_context(context_name)
             stats[context_name.rsplit("_", 1)[0]] = {
                 "steps": context.executed_steps,

@@ -122,7 +122,8 @@ def load_model(model_cfg) -> object:
 
         return SamplerBound(zoo.load(cfg.get("zoo_name", name)), sampler, name)
     if source == "tiny":
-        from ..zoo.models import ARCH, NAME_KIND, TINY_OVERRIDES, new_model
+        from ..zoo.families import ARCH, NAME_KIND, TINY_OVERRIDES
+        from ..zoo.models import new_model
 
         zoo_name = cfg.get("zoo_name", name)
         kind = NAME_KIND[zoo_name]

@@ -23,11 +23,15 @@ import torch
 
 from ..checks import compute_dtype
 from ..io import file_digest
-from .models import (  # noqa: F401
-    ARCH, NAME_KIND, TINY_OVERRIDES, CaptionEmbedding, DiTDigits, FluxDigits, WanDigits, ZooModel,
-    build_text_encoder, build_transformer, flux_caption, new_model, parse_flux_caption, parse_wan_caption,
-    tokenize, wan_caption,
+from .captions import (  # noqa: F401
+    CaptionEmbedding, flux_caption, parse_flux_caption, parse_wan_caption, tokenize, wan_caption,
 )
+from .dit_digits import DiTDigits  # noqa: F401
+from .families import ARCH, NAME_KIND, TINY_OVERRIDES, build_text_encoder, build_transformer  # noqa: F401
+from .flux_digits import FluxDigits  # noqa: F401
+from .models import new_model
+from .wan_digits import WanDigits  # noqa: F401
+from .zoo_model import ZooModel
 
 MODEL_NAMES = ("dit-digits", "flux-digits", "wan-digits")
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"

@@ -249,16 +249,17 @@ def evaluate(name: str, samples: torch.Tensor, conditions: Sequence, evaluator_d
     Returns digit_accuracy (per frame for videos), classifier_frechet_distance (against held-out real
     test digits), and colour_accuracy / position_accuracy (flux-digits) or direction_accuracy (wan-digits).
     """
-    from . import models
+    from .captions import parse_flux_caption, parse_wan_caption
+    from .dit_digits import DiTDigits
 
     net = load_evaluator(evaluator_dir)
     samples = samples.float().cpu()
     if name == "dit-digits":
-        attrs = [{"digit": d} for d in models.DiTDigits.parse(None, conditions)]
+        attrs = [{"digit": d} for d in DiTDigits.parse(None, conditions)]
     elif name == "flux-digits":
-        attrs = [{"digit": d, "colour": c, "position": p} for d, c, p in map(models.parse_flux_caption, conditions)]
+        attrs = [{"digit": d, "colour": c, "position": p} for d, c, p in map(parse_flux_caption, conditions)]
     elif name == "wan-digits":
-        attrs = [{"digit": c[0], "direction": c[1]} for c in map(models.parse_wan_caption, conditions)]
+        attrs = [{"digit": c[0], "direction": c[1]} for c in map(parse_wan_caption, conditions)]
     else:
         raise ValueError(f"unknown zoo model {name!r}")
     if len(attrs) != samples.shape[0]:

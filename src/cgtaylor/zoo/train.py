@@ -8,6 +8,7 @@ training time, whichever comes first; the number of steps reached is recorded wi
 from __future__ import annotations
 
 import copy
+import dataclasses
 import os
 import time
 from pathlib import Path
@@ -18,7 +19,11 @@ import torch.nn.functional as F
 
 from ..io import atomic_torch_save
 from . import data
-from .models import (NULL_LABEL, ZooModel, flux_caption, flux_ids, pack, wan_caption)
+from .captions import flux_caption, wan_caption
+from .dit_digits import NULL_LABEL
+from .recipes import distils_guidance, learning_rate, recipe_from
+from .sampling import flux_ids, pack
+from .zoo_model import ZooModel
 
 
 def step_generator(seed: int, step: int) -> torch.Generator:
@@ -127,99 +132,9 @@ def parameters(model: ZooModel) -> list[torch.nn.Parameter]:
     return [p for mod in model.modules().values() for p in mod.parameters()]
 
 
-# A recipe: everything that decides which update step ``k`` makes (``scripts/train_zoo.py`` reads it from conf/zoo).
-RECIPE_DEFAULTS = dict(seed=0, batch_size=32, lr=1e-3, warmup=200, grad_clip=1.0, ema_decay=0.999,
-                       label_dropout=0.1, label_dropout_from_step=0, sigma_shift=1.0, sigma_shift_from_step=0,
-                       lr_schedule=(), guidance_distillation_from_step=None, guidance_range=(1.0, 5.0))
-
-
-def _reject_unknown_fields(values: dict[str, Any], accepted: list[str], where: str) -> None:
-    unknown = sorted(set(values) - set(accepted))
-    if unknown:
-        raise ValueError(f"{where}: unknown field(s) {', '.join(unknown)}; accepted: {', '.join(accepted)}")
-
-
-def recipe_from(values: dict[str, Any], where: str = "recipe") -> dict[str, Any]:
-    """``RECIPE_DEFAULTS`` updated by ``values``; an unknown key raises a ValueError that names it."""
-    _reject_unknown_fields(values, list(RECIPE_DEFAULTS), where)
-    check_lr_schedule(values.get("lr_schedule", ()), where)
-    check_guidance_distillation(values, where)
-    return dict(RECIPE_DEFAULTS, **values)
-
-
-def check_guidance_distillation(values: dict[str, Any], where: str = "recipe") -> None:
-    """ValueErrors naming ``guidance_distillation_from_step`` or ``guidance_range`` unless they are a step (or null)
-    and a ``[low, high]`` pair with ``0 <= low <= high``."""
-    start = values.get("guidance_distillation_from_step")
-    if start is not None and (isinstance(start, bool) or not isinstance(start, int) or start < 0):
-        raise ValueError(f"{where}: guidance_distillation_from_step must be null or a step >= 0, got {start!r}")
-    rng = values.get("guidance_range", RECIPE_DEFAULTS["guidance_range"])
-    bad = ValueError(f"{where}: guidance_range must be a [low, high] pair with 0 <= low <= high, got {rng!r}")
-    try:
-        lo, hi = (float(v) for v in rng)
-    except (TypeError, ValueError):
-        raise bad from None
-    if not 0 <= lo <= hi:
-        raise bad
-
-
-def distils_guidance(step: int, recipe: dict[str, Any]) -> bool:
-    start = recipe["guidance_distillation_from_step"]
-    return start is not None and step >= start
-
-
-RUN_FIELDS = ("max_steps", "max_minutes", "checkpoint_every")  # when to stop and save, not what a step does
-
-
-def split_model_config(config: dict[str, Any], where: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    """A model's training config (conf/zoo/<name>.yaml) as (recipe, run options for ``train``); an unknown
-    field raises a ValueError that names it and ``where`` it was found."""
-    _reject_unknown_fields(config, [*RECIPE_DEFAULTS, *RUN_FIELDS], where)
-    run = {k: v for k, v in config.items() if k in RUN_FIELDS}
-    return recipe_from({k: v for k, v in config.items() if k not in RUN_FIELDS}, where), run
-
-
-def learning_rate(step: int, recipe: dict[str, Any]) -> float:
-    """Linear warm-up over ``warmup`` steps to ``lr``, times the fraction that ``lr_schedule`` gives at ``step``.
-
-    ``lr_schedule`` is a list of ``[step, fraction]`` knots with increasing steps: the fraction is 1 before the
-    first knot, linear between knots and held after the last (empty: constant ``lr``)."""
-    lr = recipe["lr"] * min(1.0, (step + 1) / recipe["warmup"])
-    return lr * schedule_fraction(step, recipe["lr_schedule"])
-
-
-def schedule_fraction(step: int, knots) -> float:
-    if not knots or step < knots[0][0]:
-        return 1.0
-    for (s0, f0), (s1, f1) in zip(knots[:-1], knots[1:]):
-        if step < s1:
-            return f0 - (f0 - f1) * ((step - s0) / (s1 - s0))
-    return knots[-1][1]
-
-
-def lr_knots(training_info: dict[str, Any]) -> list[list[float]]:
-    """The ``lr_schedule`` knots of a recipe or of the training info stored with weights; weights trained before
-    ``lr_schedule`` existed record one cool-down as ``lr_decay_from_step``/``lr_decay_steps``/``lr_final_fraction``."""
-    if training_info.get("lr_decay_steps", 0) > 0:
-        start = training_info["lr_decay_from_step"]
-        return [[start, 1.0], [start + training_info["lr_decay_steps"], training_info["lr_final_fraction"]]]
-    return [list(k) for k in training_info.get("lr_schedule", ())]
-
-
-def check_lr_schedule(knots, where: str = "recipe") -> None:
-    """A ValueError naming ``lr_schedule`` unless it is a list of [step, fraction] pairs, steps increasing."""
-    accepted = "a list of [step, fraction] pairs with increasing integer steps and fractions >= 0"
-    try:
-        pairs = [(int(s), float(f)) for s, f in knots]
-    except (TypeError, ValueError):
-        raise ValueError(f"{where}: lr_schedule must be {accepted}, got {knots!r}") from None
-    if any(s1 <= s0 for (s0, _), (s1, _) in zip(pairs, pairs[1:])) or any(f < 0 for _, f in pairs):
-        raise ValueError(f"{where}: lr_schedule must be {accepted}, got {knots!r}")
-
-
 def optimisation_step(model: ZooModel, params: list, opt: torch.optim.Optimizer, ema: list, step: int,
                       recipe: dict[str, Any], teacher: ZooModel | None = None) -> float:
-    """Step ``step`` of a recipe (see ``RECIPE_DEFAULTS``; missing keys take their defaults): batch and noise
+    """Step ``step`` of a recipe (see ``recipes.RECIPE_DEFAULTS``; missing keys take their defaults): batch and noise
     from ``(seed, step)``, learning rate from ``learning_rate``, clipped AdamW update, EMA update. Returns the loss.
 
     From ``guidance_distillation_from_step`` on, the loss is ``guidance_distillation_loss`` against ``teacher``."""
@@ -255,7 +170,7 @@ def new_optimiser(params: list, lr: float, weight_decay: float = 0.0) -> torch.o
 def train(model: ZooModel, *, max_steps: int = 100_000, max_minutes: float = 10.0,
           checkpoint_dir: str | os.PathLike | None = None, checkpoint_every: int = 100, weight_decay: float = 0.0,
           progress: bool = True, log_every: int = 50, **recipe: Any) -> dict[str, Any]:
-    """Train ``model`` in place under ``recipe`` (keyword fields of ``RECIPE_DEFAULTS``); on return its modules
+    """Train ``model`` in place under ``recipe`` (keyword fields of ``recipes.RECIPE_DEFAULTS``); on return its modules
     hold the EMA weights. Returns training info: the full recipe, the steps reached and why training stopped.
 
     Flow-matching noise levels are shifted by ``sigma_shift`` from step ``sigma_shift_from_step`` on
@@ -264,65 +179,106 @@ def train(model: ZooModel, *, max_steps: int = 100_000, max_minutes: float = 10.
     guided velocity of a frozen teacher, the EMA weights at that step, kept in the checkpoint."""
     from tqdm import tqdm
 
-    _disable_internal_label_dropout(model)
-    for mod in model.modules().values():
-        mod.train()
-    params = parameters(model)
+    params = _enter_training(model)
     recipe = recipe_from(recipe, "train()")
     opt = new_optimiser(params, recipe["lr"], weight_decay)
     ema = [p.detach().clone() for p in params]
-    step, elapsed, losses, teacher = 0, 0.0, [], None
     ckpt = Path(checkpoint_dir) / "checkpoint.pt" if checkpoint_dir else None
-    if ckpt is not None and ckpt.exists():
-        st = torch.load(ckpt, weights_only=False)
-        for p, v in zip(params, st["params"]):
-            p.data.copy_(v)
-        for e, v in zip(ema, st["ema"]):
-            e.copy_(v)
-        opt.load_state_dict(st["opt"])
-        step, elapsed, losses = st["step"], st["elapsed"], st["losses"]
-        if st.get("teacher") is not None:
-            teacher = frozen_copy(model, st["teacher"])
-        print(f"[{model.name}] resumed at step {step} ({elapsed / 60:.1f} min)", flush=True)
-    budget = max_minutes * 60
-    bar = tqdm(total=max_steps, initial=step, desc=model.name, disable=not progress, mininterval=5,
+    run = _resume(ckpt, model, params, ema, opt)
+    bar = tqdm(total=max_steps, initial=run.step, desc=model.name, disable=not progress, mininterval=5,
                dynamic_ncols=False, ncols=100)
-    t0 = time.perf_counter() - elapsed
-
-    def save_ckpt():
-        if ckpt is not None:
-            atomic_torch_save(dict(params=[p.detach() for p in params], ema=ema, opt=opt.state_dict(), step=step,
-                                   elapsed=time.perf_counter() - t0, losses=losses,
-                                   teacher=None if teacher is None else parameters(teacher)), ckpt)
-
+    t0 = time.perf_counter() - run.elapsed
     stop_reason = "max_steps"
-    while step < max_steps:
-        if time.perf_counter() - t0 >= budget:
+    while run.step < max_steps:
+        if time.perf_counter() - t0 >= max_minutes * 60:
             stop_reason = "max_minutes"
             break
-        if teacher is None and distils_guidance(step, recipe):
-            if step > recipe["guidance_distillation_from_step"]:
-                raise ValueError(f"resumed at step {step}, past guidance_distillation_from_step="
-                                 f"{recipe['guidance_distillation_from_step']}, from a checkpoint without its teacher")
-            teacher = frozen_copy(model, ema)  # the EMA weights when distillation starts, frozen
-        losses.append(optimisation_step(model, params, opt, ema, step, recipe, teacher))
-        step += 1
-        bar.update(1)
-        if step % log_every == 0:
-            bar.set_postfix(loss=f"{sum(losses[-log_every:]) / log_every:.4f}")
-        if step % checkpoint_every == 0:
-            save_ckpt()
+        run.teacher = _teacher_at(run.step, recipe, model, ema, run.teacher)
+        run.losses.append(optimisation_step(model, params, opt, ema, run.step, recipe, run.teacher))
+        run.step += 1
+        _show_progress(bar, run, log_every)
+        if run.step % checkpoint_every == 0:
+            _save_checkpoint(ckpt, params, ema, opt, run, time.perf_counter() - t0)
     bar.close()
-    elapsed = time.perf_counter() - t0
-    save_ckpt()
+    run.elapsed = time.perf_counter() - t0
+    _save_checkpoint(ckpt, params, ema, opt, run, run.elapsed)
+    _leave_training(model, params, ema)
+    return _training_info(run, stop_reason, recipe, max_steps, max_minutes)
+
+
+@dataclasses.dataclass
+class _Run:
+    """Where a training run stands: steps taken, training seconds, losses so far, the frozen distillation teacher."""
+
+    step: int = 0
+    elapsed: float = 0.0
+    losses: list[float] = dataclasses.field(default_factory=list)
+    teacher: ZooModel | None = None
+
+
+def _enter_training(model: ZooModel) -> list[torch.nn.Parameter]:
+    """Train mode with the model's own (unseeded) label dropout off; returns the parameters to optimise."""
+    _disable_internal_label_dropout(model)
+    for mod in model.modules().values():
+        mod.train()
+    return parameters(model)
+
+
+def _resume(ckpt: Path | None, model: ZooModel, params: list, ema: list, opt: torch.optim.Optimizer) -> _Run:
+    """Load ``ckpt`` (when it exists) into the parameters, EMA, optimiser and teacher; the run it reached."""
+    if ckpt is None or not ckpt.exists():
+        return _Run()
+    st = torch.load(ckpt, weights_only=False)
+    for p, v in zip(params, st["params"]):
+        p.data.copy_(v)
+    for e, v in zip(ema, st["ema"]):
+        e.copy_(v)
+    opt.load_state_dict(st["opt"])
+    teacher = frozen_copy(model, st["teacher"]) if st.get("teacher") is not None else None
+    run = _Run(st["step"], st["elapsed"], st["losses"], teacher)
+    print(f"[{model.name}] resumed at step {run.step} ({run.elapsed / 60:.1f} min)", flush=True)
+    return run
+
+
+def _save_checkpoint(ckpt: Path | None, params: list, ema: list, opt: torch.optim.Optimizer, run: _Run,
+                     elapsed: float) -> None:
+    if ckpt is not None:
+        atomic_torch_save(dict(params=[p.detach() for p in params], ema=ema, opt=opt.state_dict(), step=run.step,
+                               elapsed=elapsed, losses=run.losses,
+                               teacher=None if run.teacher is None else parameters(run.teacher)), ckpt)
+
+
+def _teacher_at(step: int, recipe: dict[str, Any], model: ZooModel, ema: list, teacher: ZooModel | None):
+    """The distillation teacher for ``step``: the one given, or, at ``guidance_distillation_from_step``, the EMA
+    weights frozen."""
+    if teacher is not None or not distils_guidance(step, recipe):
+        return teacher
+    if step > recipe["guidance_distillation_from_step"]:
+        raise ValueError(f"resumed at step {step}, past guidance_distillation_from_step="
+                         f"{recipe['guidance_distillation_from_step']}, from a checkpoint without its teacher")
+    return frozen_copy(model, ema)
+
+
+def _show_progress(bar, run: _Run, log_every: int) -> None:
+    bar.update(1)
+    if run.step % log_every == 0:
+        bar.set_postfix(loss=f"{sum(run.losses[-log_every:]) / log_every:.4f}")
+
+
+def _leave_training(model: ZooModel, params: list, ema: list) -> None:
+    """The EMA weights into the model, eval mode."""
     with torch.no_grad():
         for p, e in zip(params, ema):
             p.copy_(e)
     for mod in model.modules().values():
         mod.eval()
-    tail = losses[-100:]
-    return dict(steps=step, stop_reason=stop_reason, train_minutes=round(elapsed / 60, 2), **recipe,
+
+
+def _training_info(run: _Run, stop_reason: str, recipe: dict[str, Any], max_steps: int,
+                   max_minutes: float) -> dict[str, Any]:
+    tail = run.losses[-100:]
+    return dict(steps=run.step, stop_reason=stop_reason, train_minutes=round(run.elapsed / 60, 2), **recipe,
                 max_steps=max_steps, max_minutes=max_minutes,
                 final_loss=round(sum(tail) / max(len(tail), 1), 5) if tail else None,
-                images_seen=step * recipe["batch_size"], torch_version=torch.__version__,
+                images_seen=run.step * recipe["batch_size"], torch_version=torch.__version__,
                 threads=torch.get_num_threads())
