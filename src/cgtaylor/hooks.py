@@ -18,10 +18,13 @@ from diffusers.hooks.hooks import BaseState, CacheContext, ModelHook, StateManag
 from . import _diffusers
 from .blocks import block_metadata, hidden_output, identity_output
 from .config import CGTaylorConfig
+from .error_feedback import apply_feedback, feedback_scale
 from .gate import GateDecision, SharedDecisions, decide
+from .gate_scope import follows_leader, measure_error
 from .parallel import context_parallel_group, relative_l1
 from .stats import CGTaylorStats, StepRecord
 from .taylor import TaylorLadder
+from .threshold_schedule import effective_threshold
 
 DEFAULT_CONTEXT = "default"
 logger = logging.getLogger("cgtaylor")
@@ -57,6 +60,7 @@ class CGTaylorState(BaseState):
         self.decision = GateDecision(True, "first")
         self.first_output: torch.Tensor | None = None
         self.record: StepRecord | None = None
+        self.gamma: torch.Tensor | None = None  # error_feedback="scale": this step's per-sample scale
         self.previous_first: torch.Tensor | None = None  # analysis mode only
         self.previous_last: torch.Tensor | None = None
 
@@ -155,20 +159,24 @@ class CGTaylorController:
             state.first.clear()  # batch or resolution changed without a new trajectory being seen
             state.last.clear()
             state.modules.clear()
-        error = None
+        error = sample_errors = first_forecast = None
         measured = step >= config.warmup_steps or config.analysis or config.compute_steps is not None
+        group = context_parallel_group(self._transformer()) if state.first.ready and measured else None
         if state.first.ready and measured:
             # Under context parallelism all ranks sum the error over their shards: one decision for all.
-            error = relative_l1(state.first.forecast(step), first_output, context_parallel_group(self._transformer()))
+            first_forecast = state.first.forecast(step)
+            error, sample_errors = measure_error(config.gate_scope, first_forecast, first_output, group)
 
-        decision = None if self.shared.is_leader(name) else self.shared.lookup(step)
+        follows = follows_leader(config.gate_scope) and not self.shared.is_leader(name)
+        decision = self.shared.lookup(step) if follows else None
+        threshold = effective_threshold(config.threshold, config.threshold_schedule, step, state.num_steps)
         if decision is None:
             decision = decide(
                 step=step,
                 num_steps=state.num_steps,
                 warmup_steps=config.warmup_steps,
                 first_block_error=error,
-                threshold=config.threshold,
+                threshold=threshold,
                 last_block_ready=state.forecaster_ready,
                 consecutive_forecasts=state.consecutive_forecasts,
                 max_consecutive_forecasts=config.max_consecutive_forecasts,
@@ -180,6 +188,9 @@ class CGTaylorController:
             decision = GateDecision(True, "no_history")
 
         state.decision = decision
+        state.gamma = None
+        if first_forecast is not None and config.error_feedback == "scale" and (config.analysis or not decision.compute):
+            state.gamma = feedback_scale(first_forecast, first_output, state.first.factors[0], group)
         if decision.compute:
             state.first.update(first_output, step)
             state.consecutive_forecasts = 0
@@ -193,6 +204,9 @@ class CGTaylorController:
             computed=decision.compute or config.analysis,
             reason=decision.reason,
             first_block_error=error,
+            threshold=threshold,
+            sample_errors=sample_errors,
+            feedback_gamma=None if state.gamma is None else float(state.gamma.mean()),
         )
         if config.analysis:
             state.record.would_compute = decision.compute
@@ -203,6 +217,8 @@ class CGTaylorController:
 
     def _last_block_forecast(self, state: CGTaylorState, like: torch.Tensor) -> torch.Tensor:
         forecast = state.last.forecast(state.step)
+        if state.gamma is not None:
+            forecast = apply_feedback(forecast, state.last.factors[0], state.gamma)
         if self.config.forecast == "residual":
             forecast = forecast.to(state.first_output.device) + state.first_output
         return forecast.to(dtype=like.dtype, device=like.device)

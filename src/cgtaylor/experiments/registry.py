@@ -17,6 +17,9 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from ..error_feedback import ERROR_FEEDBACK_MODES
+from ..gate_scope import GATE_SCOPES
+
 _ANY = object()
 
 
@@ -133,6 +136,8 @@ _CG_TAYLOR_PARAMS = {
     "max_consecutive_forecasts": _int(1, 1000, nullable=True), "num_inference_steps": _int(1, 1000, nullable=True),
     "cache_dtype": Param((str,), nullable=True), "cache_device": Param((str,), nullable=True), "analysis": _BOOL,
     "probe_block": _int(1, 1000), "compute_steps": Param((list, tuple), nullable=True),
+    "threshold_schedule": Param((list, tuple), nullable=True),
+    "error_feedback": Param((str,), choices=ERROR_FEEDBACK_MODES), "gate_scope": Param((str,), choices=GATE_SCOPES),
 }
 _register(MethodSpec(
     "cg-taylor", "Confidence-Gated Taylor", _CG_TAYLOR_PARAMS,
