@@ -159,14 +159,7 @@ class CGTaylorController:
             state.first.clear()  # batch or resolution changed without a new trajectory being seen
             state.last.clear()
             state.modules.clear()
-        error = sample_errors = first_forecast = None
-        measured = step >= config.warmup_steps or config.analysis or config.compute_steps is not None
-        group = context_parallel_group(self._transformer()) if state.first.ready and measured else None
-        if state.first.ready and measured:
-            # Under context parallelism all ranks sum the error over their shards: one decision for all.
-            first_forecast = state.first.forecast(step)
-            error, sample_errors = measure_error(config.gate_scope, first_forecast, first_output, group)
-
+        first_forecast, error, sample_errors, group = self._measure_first_block(state, first_output)
         follows = follows_leader(config.gate_scope) and not self.shared.is_leader(name)
         decision = self.shared.lookup(step) if follows else None
         threshold = effective_threshold(config.threshold, config.threshold_schedule, step, state.num_steps)
@@ -214,6 +207,19 @@ class CGTaylorController:
                 state.record.first_block_change = relative_l1(state.previous_first, first_output)
             state.previous_first = first_output.detach()
         self.stats.records.append(state.record)
+
+    def _measure_first_block(self, state: CGTaylorState, first_output: torch.Tensor):
+        """The first block's forecast, the gate's error (and per-sample errors) and the context parallel group;
+        all None where the error is not measured at this step."""
+        config = self.config
+        measured = state.step >= config.warmup_steps or config.analysis or config.compute_steps is not None
+        if not (state.first.ready and measured):
+            return None, None, None, None
+        # Under context parallelism all ranks sum the error over their shards: one decision for all.
+        group = context_parallel_group(self._transformer())
+        forecast = state.first.forecast(state.step)
+        error, sample_errors = measure_error(config.gate_scope, forecast, first_output, group)
+        return forecast, error, sample_errors, group
 
     def _last_block_forecast(self, state: CGTaylorState, like: torch.Tensor) -> torch.Tensor:
         forecast = state.last.forecast(state.step)
