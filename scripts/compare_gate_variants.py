@@ -22,6 +22,7 @@ sys.path.insert(0, str(ROOT / "src"))
 from omegaconf import OmegaConf  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
+from cgtaylor import CGTaylorConfig, apply_cg_taylor, cg_taylor_stats, remove_cg_taylor  # noqa: E402
 from cgtaylor.experiments.evaluation import SettingEvaluator  # noqa: E402
 from cgtaylor.experiments.models import load_model  # noqa: E402
 from cgtaylor.experiments.sample_sets import make_sample_sets  # noqa: E402
@@ -41,12 +42,33 @@ def params_of(options: dict, point: dict, model_params: dict) -> dict:
     return {**model_params, **BASE, **point, **options, "threshold": point["threshold"] * scale}
 
 
+def agreement(model, selection, params: dict, steps: int) -> str:
+    """How often the samples of a batch disagree under gate_scope="per_sample": steps computed for their error on
+    which some sample alone would have been forecast (the cost of running the blocks for the whole batch)."""
+    apply_cg_taylor(model.transformer, CGTaylorConfig.from_dict(params))
+    try:
+        for conditions, seed in selection.batches():
+            model(conditions, num_inference_steps=steps, seed=seed)
+            records = cg_taylor_stats(model.transformer).records
+    finally:
+        remove_cg_taylor(model.transformer)
+    computed = [r for r in records if r.reason == "error"]
+    forecast = sum(r.reason == "forecast" for r in records)
+    split = [r for r in computed if min(r.sample_errors) < r.threshold]
+    below = sum(sum(e < r.threshold for e in r.sample_errors) for r in split)
+    return (f"{forecast} steps forecast, {len(computed)} computed for their error; on {len(split)} of those some "
+            f"sample was below the threshold ({below} sample-steps computed only for another sample's error)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default="flux-digits")
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--reference-cache", type=Path, help="folder holding the comparison's full-selection-*.pt")
+    parser.add_argument("--agreement", action="store_true",
+                        help="for the per_sample settings run, also count the steps on which the samples disagree "
+                             "(last batch of the selection set)")
     parser.add_argument("--only", nargs="*", choices=sorted(SETTINGS), help="settings to run (default: all)")
     args = parser.parse_args()
     model_cfg = OmegaConf.load(ROOT / "conf" / "model" / f"{args.model}.yaml")
@@ -63,8 +85,11 @@ def main() -> None:
     evaluator = SettingEvaluator(model, args.steps, cache, args.out / "rows", cache)
     model_params = OmegaConf.to_container(model_cfg.method_params.get("cg-taylor", {}))
     for name in tqdm(args.only or list(SETTINGS), desc="gate variants"):
-        row = evaluator.evaluate("cg-taylor", params_of(*SETTINGS[name], model_params), selection)
+        params = params_of(*SETTINGS[name], model_params)
+        row = evaluator.evaluate("cg-taylor", params, selection)
         tqdm.write(f"{name}: speedup {row['speedup']:.3f}x, PSNR {statistics.mean(row['psnr']):.2f} dB")
+        if args.agreement and params.get("gate_scope") == "per_sample":
+            tqdm.write(f"{name}: {agreement(model, selection, params, args.steps)}")
 
 
 if __name__ == "__main__":
