@@ -8,7 +8,10 @@ from dataclasses import dataclass, fields, replace
 import torch
 
 from .checks import compute_dtype
+from .error_feedback import check_error_feedback
 from .forecast_bases import HERMITE_SCALE
+from .gate_scope import check_gate_scope
+from .threshold_schedule import as_threshold_schedule
 
 FORECAST_MODES = ("last_block", "residual", "modules")
 TAYLOR_FORMULAS = ("newton", "taylorseer", "hermite", "least_squares", "bdf2_heun")
@@ -99,6 +102,15 @@ class CGTaylorConfig:
         cache_dtype / cache_device: where the Taylor factors are kept (None: as the features).
         analysis: compute every step in full while recording what the gate would have decided and both
             forecast errors; the forecasters are refreshed exactly as the gate would have refreshed them.
+        threshold_schedule: ``(start_scale, end_scale)``: the threshold at step s is ``threshold * scale``, the
+            scale linear from ``start_scale`` at the first step to ``end_scale`` at the last
+            (:mod:`cgtaylor.threshold_schedule`; where the step count is unknown the start scale holds). None:
+            one threshold for the whole run. Not with ``compute_steps`` (a forced schedule has no threshold).
+        error_feedback: ``"none"``, or ``"scale"``: on a forecast step, scale the last-block forecast's increment
+            by how far the first block moved against its own forecast, per sample (:mod:`cgtaylor.error_feedback`).
+        gate_scope: ``"shared"`` (under CFG the uncond pass follows the cond pass's decisions; one error over
+            the batch), ``"per_branch"`` (each cache context decides from its own error) or ``"per_sample"``
+            (each context decides on the largest per-sample error) (:mod:`cgtaylor.gate_scope`).
 
     A config is immutable once built (the hooks read it while sampling, and every value was checked here):
     ``config.with_updates(threshold=0.1)`` gives a checked copy.
@@ -119,6 +131,9 @@ class CGTaylorConfig:
     cache_dtype: torch.dtype | str | None = None
     cache_device: torch.device | str | None = None
     analysis: bool = False
+    threshold_schedule: tuple[float, float] | None = None
+    error_feedback: str = "none"
+    gate_scope: str = "shared"
 
     def __post_init__(self) -> None:
         if isinstance(self.threshold, bool) or not isinstance(self.threshold, (int, float)):
@@ -153,7 +168,16 @@ class CGTaylorConfig:
                 ) from error
         if not isinstance(self.analysis, bool):
             raise ValueError(f"CGTaylorConfig.analysis must be True or False, got {self.analysis!r}")
+        self._check_gate_variants()
         object.__setattr__(self, "_checked", True)
+
+    def _check_gate_variants(self) -> None:
+        self.threshold_schedule = as_threshold_schedule(self.threshold_schedule)
+        if self.threshold_schedule is not None and self.compute_steps is not None:
+            raise ValueError("CGTaylorConfig.threshold_schedule must be None when compute_steps is set (a forced "
+                             f"schedule replaces the threshold), got {self.threshold_schedule!r}")
+        check_error_feedback(self.error_feedback, self.forecast)
+        check_gate_scope(self.gate_scope)
 
     def __setattr__(self, name: str, value) -> None:
         if self.__dict__.get("_checked"):

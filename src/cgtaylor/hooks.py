@@ -18,10 +18,13 @@ from diffusers.hooks.hooks import BaseState, CacheContext, ModelHook, StateManag
 from . import _diffusers
 from .blocks import block_metadata, hidden_output, identity_output
 from .config import CGTaylorConfig
+from .error_feedback import apply_feedback, feedback_scale
 from .gate import GateDecision, SharedDecisions, decide
+from .gate_scope import follows_leader, measure_error
 from .parallel import context_parallel_group, relative_l1
 from .stats import CGTaylorStats, StepRecord
 from .taylor import TaylorLadder, make_ladder
+from .threshold_schedule import effective_threshold
 
 DEFAULT_CONTEXT = "default"
 logger = logging.getLogger("cgtaylor")
@@ -56,6 +59,7 @@ class CGTaylorState(BaseState):
         self.decision = GateDecision(True, "first")
         self.first_output: torch.Tensor | None = None
         self.record: StepRecord | None = None
+        self.gamma: torch.Tensor | None = None  # error_feedback="scale": this step's per-sample scale
         self.previous_first: torch.Tensor | None = None  # analysis mode only
         self.previous_last: torch.Tensor | None = None
 
@@ -154,20 +158,17 @@ class CGTaylorController:
             state.first.clear()  # batch or resolution changed without a new trajectory being seen
             state.last.clear()
             state.modules.clear()
-        error = None
-        measured = step >= config.warmup_steps or config.analysis or config.compute_steps is not None
-        if state.first.ready and measured:
-            # Under context parallelism all ranks sum the error over their shards: one decision for all.
-            error = relative_l1(state.first.forecast(step), first_output, context_parallel_group(self._transformer()))
-
-        decision = None if self.shared.is_leader(name) else self.shared.lookup(step)
+        first_forecast, error, sample_errors, group = self._measure_first_block(state, first_output)
+        follows = follows_leader(config.gate_scope) and not self.shared.is_leader(name)
+        decision = self.shared.lookup(step) if follows else None
+        threshold = effective_threshold(config.threshold, config.threshold_schedule, step, state.num_steps)
         if decision is None:
             decision = decide(
                 step=step,
                 num_steps=state.num_steps,
                 warmup_steps=config.warmup_steps,
                 first_block_error=error,
-                threshold=config.threshold,
+                threshold=threshold,
                 last_block_ready=state.forecaster_ready,
                 consecutive_forecasts=state.consecutive_forecasts,
                 max_consecutive_forecasts=config.max_consecutive_forecasts,
@@ -179,6 +180,9 @@ class CGTaylorController:
             decision = GateDecision(True, "no_history")
 
         state.decision = decision
+        state.gamma = None
+        if first_forecast is not None and config.error_feedback == "scale" and (config.analysis or not decision.compute):
+            state.gamma = feedback_scale(first_forecast, first_output, state.first.factors[0], group)
         if decision.compute:
             state.first.update(first_output, step)
             state.consecutive_forecasts = 0
@@ -192,6 +196,9 @@ class CGTaylorController:
             computed=decision.compute or config.analysis,
             reason=decision.reason,
             first_block_error=error,
+            threshold=threshold,
+            sample_errors=sample_errors,
+            feedback_gamma=None if state.gamma is None else float(state.gamma.mean()),
         )
         if config.analysis:
             state.record.would_compute = decision.compute
@@ -200,8 +207,23 @@ class CGTaylorController:
             state.previous_first = first_output.detach()
         self.stats.records.append(state.record)
 
+    def _measure_first_block(self, state: CGTaylorState, first_output: torch.Tensor):
+        """The first block's forecast, the gate's error (and per-sample errors) and the context parallel group;
+        all None where the error is not measured at this step."""
+        config = self.config
+        measured = state.step >= config.warmup_steps or config.analysis or config.compute_steps is not None
+        if not (state.first.ready and measured):
+            return None, None, None, None
+        # Under context parallelism all ranks sum the error over their shards: one decision for all.
+        group = context_parallel_group(self._transformer())
+        forecast = state.first.forecast(state.step)
+        error, sample_errors = measure_error(config.gate_scope, forecast, first_output, group)
+        return forecast, error, sample_errors, group
+
     def _last_block_forecast(self, state: CGTaylorState, like: torch.Tensor) -> torch.Tensor:
         forecast = state.last.forecast(state.step)
+        if state.gamma is not None:
+            forecast = apply_feedback(forecast, state.last.factors[0], state.gamma)
         if self.config.forecast == "residual":
             forecast = forecast.to(state.first_output.device) + state.first_output
         return forecast.to(dtype=like.dtype, device=like.device)

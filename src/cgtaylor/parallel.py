@@ -41,3 +41,13 @@ def relative_l1(estimate: torch.Tensor, actual: torch.Tensor, group=None) -> flo
     sums = torch.stack([(estimate.float() - actual).abs().sum(), actual.abs().sum()])
     dist.all_reduce(sums, op=dist.ReduceOp.SUM, group=group)
     return float((sums[0] / sums[1].clamp_min(1e-12)).item())
+
+
+def relative_l1_per_sample(estimate: torch.Tensor, actual: torch.Tensor, group=None) -> list[float]:
+    """``relative_l1`` of each sample (the leading dimension) on its own; with ``group``, over every rank's shard."""
+    actual = actual.float()
+    difference = (estimate.float().to(actual.device) - actual).abs().flatten(1).sum(1)
+    sums = torch.stack([difference, actual.abs().flatten(1).sum(1)])
+    if group is not None:
+        dist.all_reduce(sums, op=dist.ReduceOp.SUM, group=group)
+    return (sums[0] / sums[1].clamp_min(1e-12)).tolist()

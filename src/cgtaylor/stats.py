@@ -18,6 +18,10 @@ class StepRecord:
     last_block_error: float | None = None
     first_block_change: float | None = None
     last_block_change: float | None = None
+    # The gate variants (cgtaylor.threshold_schedule, cgtaylor.gate_scope, cgtaylor.error_feedback):
+    threshold: float | None = None  # the threshold the error was compared with (threshold_schedule moves it)
+    sample_errors: list[float] | None = None  # gate_scope="per_sample": each sample's error (the gate used the max)
+    feedback_gamma: float | None = None  # error_feedback="scale": the mean of the per-sample scales
 
 
 @dataclass

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from ..config import MAX_FIT_POINTS, TAYLOR_FORMULAS
+from ..error_feedback import ERROR_FEEDBACK_MODES
+from ..gate_scope import GATE_SCOPES
 
 _ANY = object()
 
@@ -136,6 +138,8 @@ _CG_TAYLOR_PARAMS = {
     "max_consecutive_forecasts": _int(1, 1000, nullable=True), "num_inference_steps": _int(1, 1000, nullable=True),
     "cache_dtype": Param((str,), nullable=True), "cache_device": Param((str,), nullable=True), "analysis": _BOOL,
     "probe_block": _int(1, 1000), "compute_steps": Param((list, tuple), nullable=True),
+    "threshold_schedule": Param((list, tuple), nullable=True),
+    "error_feedback": Param((str,), choices=ERROR_FEEDBACK_MODES), "gate_scope": Param((str,), choices=GATE_SCOPES),
 }
 _register(MethodSpec(
     "cg-taylor", "Confidence-Gated Taylor", _CG_TAYLOR_PARAMS,
