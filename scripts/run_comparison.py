@@ -20,7 +20,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from cgtaylor.experiments import compose
-from cgtaylor.experiments.comparison import run_comparison
+from cgtaylor.experiments.comparison import expected_groups, run_comparison
 from cgtaylor.experiments.report import write_results_readme
 from cgtaylor.experiments.workers import Worker
 
@@ -32,14 +32,14 @@ def main(cfg: DictConfig) -> None:
     comparison = OmegaConf.to_container(cfg.comparison, resolve=True)
     worker = Worker.parse(cfg.worker)
     overrides = [o for o in HydraConfig.get().overrides.task if not o.lstrip("+~").startswith("model=")]
-    for name in comparison["models"]:
-        model_cfg = compose([f"model={name}", *overrides]).model
+    model_cfgs = {name: compose([f"model={name}", *overrides]).model for name in comparison["models"]}
+    for name, model_cfg in model_cfgs.items():
         default_steps = int(model_cfg.num_inference_steps)
         for steps in [default_steps, *comparison.get("step_counts", {}).get(name, [])]:
             frame = run_comparison(model_cfg, comparison, cfg.results_dir, steps=steps, progress=cfg.progress,
                                    worker=worker)
             print(f"{name} {steps} steps: {len(frame)} rows")
-    write_results_readme(cfg.results_dir)
+    write_results_readme(cfg.results_dir, expected_groups(comparison, model_cfgs))
     print(f"results section -> {cfg.results_dir}/README.md")
 
 

@@ -70,3 +70,13 @@ def test_an_entry_can_be_limited_to_some_models():
     assert [e.group for e in model.entries()] == ["fora"]
     with pytest.raises(ValueError, match="models must be a non-empty list"):
         check_comparison_cfg(dict(comparison, entries=[{"method": "fora", "models": "dit-digits"}]))
+
+
+def test_entries_a_table_lacks_are_listed_as_not_yet_measured():
+    from cgtaylor.experiments.report import missing_entries
+
+    frame = _frame()
+    expected = {("m", 50): ["cg-taylor", "peer-low", "cg-taylor-new", "cg-taylor-new"], ("absent", 50): ["x"]}
+    lines = missing_entries(frame, expected)
+    assert len(lines) == 1 and lines[0].startswith("- m, 50 steps: not yet in its table: cg-taylor-new (")
+    assert missing_entries(frame, {("m", 50): ["cg-taylor"]}) == [] and missing_entries(frame, None) == []

@@ -240,6 +240,17 @@ def near_miss(row: pd.Series) -> dict | None:
     return json.loads(value) if isinstance(value, str) and value else None
 
 
+def expected_groups(comparison: dict, model_cfgs: dict) -> dict:
+    """(model, steps) -> the groups the comparison config gives that model, for every step count it runs."""
+    out = {}
+    for name, model_cfg in model_cfgs.items():
+        groups = [entry.group for entry in ModelComparison(model_cfg, comparison, ".", progress=False).entries()]
+        default_steps = int(model_cfg.get("num_inference_steps", 50))
+        for steps in [default_steps, *comparison.get("step_counts", {}).get(name, [])]:
+            out[(name, steps)] = groups
+    return out
+
+
 def run_comparison(model_cfg, comparison, results_dir, steps: int | None = None, cache_dir=None,
                    progress: bool = True, worker: Worker | None = None) -> pd.DataFrame:
     return ModelComparison(model_cfg, comparison, results_dir, steps, cache_dir, progress, worker).run()

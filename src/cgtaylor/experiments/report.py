@@ -172,7 +172,22 @@ def measured_sections(results_dir: Path) -> list[str]:
     return [*real_scale_sections(results_dir), compile_section(results_dir), explorer_section(results_dir)]
 
 
-def write_results_readme(results_dir: str | os.PathLike = "results") -> str:
+def missing_entries(df: pd.DataFrame, expected: dict | None) -> list[str]:
+    """Entries of the comparison config that a model's table does not hold yet (its run stopped before them)."""
+    lines = []
+    for (model, steps), groups in (expected or {}).items():
+        have = set(df[(df["model"] == model) & (df["steps"] == steps)]["group"])
+        if not have:
+            continue  # no table at all: `unfinished` says so
+        missing = [g for g in dict.fromkeys(groups) if g not in have]
+        if missing:
+            lines.append(f"- {model}, {steps} steps: not yet in its table: {', '.join(missing)} "
+                         "(`scripts/run_comparison.py` resumes from the stored evaluations)")
+    return lines
+
+
+def write_results_readme(results_dir: str | os.PathLike = "results", expected: dict | None = None) -> str:
+    """``expected``: (model, steps) -> the comparison config's groups for it, to list any its table lacks."""
     results_dir = Path(results_dir)
     df = load_comparison(results_dir)
     if df.empty:
@@ -194,7 +209,7 @@ def write_results_readme(results_dir: str | os.PathLike = "results") -> str:
                   "shared warm-up grid, and scores it on other samples.\n", to_markdown(moved)]
     notes = caveats(df)
     parts += ["\n### Cells with a caveat\n", "\n".join(notes) + "\n" if notes else "None.\n"]
-    pending = unfinished(results_dir)
+    pending = unfinished(results_dir) + missing_entries(df, expected)
     if pending:
         parts += ["\n### Not yet measured\n", "\n".join(pending) + "\n"]
     text = "\n".join(parts)
