@@ -80,3 +80,33 @@ def test_entries_a_table_lacks_are_listed_as_not_yet_measured():
     lines = missing_entries(frame, expected)
     assert len(lines) == 1 and lines[0].startswith("- m, 50 steps: not yet in its table: cg-taylor-new (")
     assert missing_entries(frame, {("m", 50): ["cg-taylor"]}) == [] and missing_entries(frame, None) == []
+
+
+def test_the_best_preset_is_checked_against_the_comparisons_choice(monkeypatch):
+    from cgtaylor import presets
+    from cgtaylor.experiments.variants import preset_agreement
+
+    frame = _frame()
+    frame["params"] = json.dumps({"threshold": 0.05, "warmup_steps": 3, "max_consecutive_forecasts": 2})
+    frame.loc[frame["group"] == "cg-taylor-b", "params"] = json.dumps(
+        {"threshold": 0.04, "warmup_steps": 6, "taylor_formula": "bdf2_heun", "last_block_order": 2})
+    same = dict(threshold=0.04, warmup_steps=6, taylor_formula="bdf2_heun", last_block_order=2)
+    monkeypatch.setitem(presets.PRESETS, "best", {"fam": same})
+    assert preset_agreement(frame, {"m": "fam"}) == [
+        "- m, 50 steps: `CGTaylorConfig.preset('best', 'fam')` matches cg-taylor-b, the best variant at 2x on selection"]
+    monkeypatch.setitem(presets.PRESETS, "best", {"fam": dict(same, threshold=0.1, last_block_order=1)})
+    line = preset_agreement(frame, {"m": "fam"})[0]
+    assert "differs from cg-taylor-b in last_block_order" in line
+    monkeypatch.setitem(presets.PRESETS, "best", {"fam": dict(same, threshold=0.1)})
+    assert "except its threshold, which the protocol landed elsewhere" in preset_agreement(frame, {"m": "fam"})[0]
+    assert preset_agreement(frame, {"other": "fam"}) == []
+
+
+def test_presets_name_the_accepted_values():
+    from cgtaylor import CGTaylorConfig
+
+    assert CGTaylorConfig.preset("paper", "flux") == CGTaylorConfig.paper_preset("flux")
+    with pytest.raises(ValueError, match="preset name must be one of"):
+        CGTaylorConfig.preset("fastest", "flux")
+    with pytest.raises(ValueError, match="family must be one of"):
+        CGTaylorConfig.preset("paper", "sdxl")

@@ -198,15 +198,14 @@ class CGTaylorConfig:
         return replace(self, **changes)
 
     @classmethod
+    def preset(cls, name: str, family: str, **overrides) -> "CGTaylorConfig":
+        """Named settings for a model family (``"dit"``, ``"flux"``, ``"wan"``): ``"paper"`` (the paper's) or
+        ``"best"`` (the comparison's best variant at 2x); see :mod:`cgtaylor.presets`."""
+        from .presets import preset_values
+
+        return cls(**dict(preset_values(name, family), **overrides))
+
+    @classmethod
     def paper_preset(cls, model: str, **overrides) -> "CGTaylorConfig":
         """The paper's settings (50 steps) for ``"dit"``, ``"flux"`` or ``"wan"``; thresholds at the low end."""
-        presets = {
-            "dit": dict(threshold=0.008, first_block_order=3, last_block_order=1, warmup_steps=3),
-            "flux": dict(threshold=0.03, first_block_order=1, last_block_order=1, warmup_steps=5),
-            "wan": dict(threshold=0.18, first_block_order=3, last_block_order=1, warmup_steps=6),
-        }
-        if model not in presets:
-            raise ValueError(f"paper_preset model must be one of {sorted(presets)}, got {model!r}")
-        values = dict(presets[model], forecast="last_block", taylor_formula="taylorseer")
-        values.update(overrides)
-        return cls(**values)
+        return cls.preset("paper", model, **overrides)

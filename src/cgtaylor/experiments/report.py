@@ -22,7 +22,7 @@ from .report_compile import compile_section
 from .report_explorer import explorer_section
 from .report_real_scale import real_scale_sections
 from .tables import to_markdown
-from .variants import best_against_peers, peers_only, variant_table
+from .variants import best_against_peers, peers_only, preset_agreement, variant_table
 
 HEADER = """# Results
 
@@ -100,6 +100,11 @@ def variant_sections(df: pd.DataFrame) -> list[str]:
                   "rule compares a peer's near miss with the project default's selection points (the only ones the "
                   "table records), so it can only withhold a verdict in the variant's favour.\n",
                   to_markdown(counts.reset_index()), "\n", to_markdown(best)]
+    from ..zoo.families import NAME_KIND
+
+    agreement = preset_agreement(df, NAME_KIND)
+    if agreement:
+        parts += ["\n### The `best` preset against the comparison's choice\n", "\n".join(agreement) + "\n"]
     return parts
 
 

@@ -63,3 +63,39 @@ def best_against_peers(df: pd.DataFrame, resamples: int = 10000) -> pd.DataFrame
             "low": scored["difference_low"].astype(float).round(1),
             "high": scored["difference_high"].astype(float).round(1), "verdict": scored["verdict"]}))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def _config_fields(params: dict) -> dict:
+    from dataclasses import asdict
+
+    from ..config import CGTaylorConfig
+
+    return asdict(CGTaylorConfig(**{k: v for k, v in params.items() if k != "num_inference_steps"}))
+
+
+def preset_agreement(df: pd.DataFrame, family_of: dict[str, str], name: str = "best", target: float = 2.0) -> list[str]:
+    """Per model, whether ``CGTaylorConfig.preset(name, family)`` is the setting the comparison chose at ``target``:
+    the same form (every field but the threshold and the warm-up) and the same threshold and warm-up."""
+    import json
+
+    from ..presets import PRESETS, SEARCHED, preset_values
+
+    lines = []
+    for (model, steps), part in df.groupby(["model", "steps"], sort=False):
+        family = family_of.get(model)
+        if family is None or family not in PRESETS.get(name, {}):
+            continue
+        best = best_variant(part[part["target"] == target])
+        if best is None:
+            lines.append(f"- {model}, {steps} steps: no variant landed on {target:g}x; preset {name!r} unchecked")
+            continue
+        chosen, preset = _config_fields(json.loads(best["params"])), _config_fields(preset_values(name, family))
+        differs = sorted(k for k in chosen if k not in SEARCHED and chosen[k] != preset[k])
+        searched = [k for k in SEARCHED if chosen[k] != preset[k]]
+        said = (f"matches {best['group']}" if not differs else
+                f"differs from {best['group']} in {', '.join(differs)}")
+        if not differs and searched:
+            said += f" except its {' and '.join(searched)}, which the protocol landed elsewhere"
+        lines.append(f"- {model}, {steps} steps: `CGTaylorConfig.preset({name!r}, {family!r})` {said}, the best "
+                     f"variant at {target:g}x on selection")
+    return lines

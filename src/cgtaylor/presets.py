@@ -1,0 +1,42 @@
+"""Named settings of CG-Taylor per model family: the paper's, and the best variant of the equal-footing comparison.
+
+``"paper"``: the paper's orders, warm-ups and the low end of its thresholds (50 steps), with its absolute
+last-block forecast and TaylorSeer's recursion.
+
+``"best"``: per family, the variant of CG-Taylor with the best selection PSNR at 2x FLOPs speedup in the comparison
+on the family's demo model (``results/README.md``, "The best variant against each peer"), with the threshold and
+warm-up the protocol landed on there. ``scripts/write_results.py`` checks these against the committed comparison
+and says in the results section where the comparison's choice and the preset differ. The zoo's models are small:
+on a real checkpoint, keep the form and calibrate the threshold (``calibrate_cg_taylor``).
+"""
+
+from __future__ import annotations
+
+PRESETS: dict[str, dict[str, dict]] = {
+    "paper": {
+        "dit": dict(threshold=0.008, first_block_order=3, last_block_order=1, warmup_steps=3,
+                    forecast="last_block", taylor_formula="taylorseer"),
+        "flux": dict(threshold=0.03, first_block_order=1, last_block_order=1, warmup_steps=5,
+                     forecast="last_block", taylor_formula="taylorseer"),
+        "wan": dict(threshold=0.18, first_block_order=3, last_block_order=1, warmup_steps=6,
+                    forecast="last_block", taylor_formula="taylorseer"),
+    },
+}
+
+# Settings the protocol searches (the threshold) or sweeps over a shared grid (the warm-up): a preset's *form* is the
+# rest, and that is what must match the comparison's best variant.
+SEARCHED = ("threshold", "warmup_steps")
+
+
+def preset_values(name: str, family: str) -> dict:
+    if name not in PRESETS:
+        raise ValueError(f"CGTaylorConfig.preset name must be one of {sorted(PRESETS)}, got {name!r}")
+    families = PRESETS[name]
+    if family not in families:
+        raise ValueError(f"CGTaylorConfig.preset({name!r}, family) family must be one of {sorted(families)}, "
+                         f"got {family!r}")
+    return dict(families[family])
+
+
+def preset_form(name: str, family: str) -> dict:
+    return {k: v for k, v in preset_values(name, family).items() if k not in SEARCHED}
