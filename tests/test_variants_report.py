@@ -110,3 +110,13 @@ def test_presets_name_the_accepted_values():
         CGTaylorConfig.preset("fastest", "flux")
     with pytest.raises(ValueError, match="family must be one of"):
         CGTaylorConfig.preset("paper", "sdxl")
+
+
+@pytest.mark.parametrize("family", ["dit", "flux", "wan"])
+def test_every_shipped_preset_is_a_valid_config(family):
+    from cgtaylor import CGTaylorConfig
+    from cgtaylor.presets import PRESETS
+
+    for name in PRESETS:
+        config = CGTaylorConfig.preset(name, family, num_inference_steps=50)
+        assert config.threshold > 0 and config.warmup_steps >= 1

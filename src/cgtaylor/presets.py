@@ -21,6 +21,15 @@ PRESETS: dict[str, dict[str, dict]] = {
         "wan": dict(threshold=0.18, first_block_order=3, last_block_order=1, warmup_steps=6,
                     forecast="last_block", taylor_formula="taylorseer"),
     },
+    "best": {
+        # dit-digits: the paper's own form won the selection at 2x; no variant was ahead of diffusers' TaylorSeer there
+        "dit": dict(threshold=0.0223, first_block_order=3, last_block_order=1, warmup_steps=3,
+                    forecast="last_block", taylor_formula="taylorseer"),
+        "flux": dict(threshold=0.004608, first_block_order=1, last_block_order=2, warmup_steps=8,
+                     forecast="modules", taylor_formula="newton"),
+        "wan": dict(threshold=0.01138, first_block_order=3, last_block_order=2, warmup_steps=12,
+                    forecast="modules", taylor_formula="newton"),
+    },
 }
 
 # Settings the protocol searches (the threshold) or sweeps over a shared grid (the warm-up): a preset's *form* is the

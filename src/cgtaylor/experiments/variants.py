@@ -9,6 +9,8 @@ peer's by the same paired bootstrap and verdict rules as the project default's.
 
 from __future__ import annotations
 
+import math
+
 import pandas as pd
 
 from .comparison import add_verdicts
@@ -91,7 +93,7 @@ def preset_agreement(df: pd.DataFrame, family_of: dict[str, str], name: str = "b
             continue
         chosen, preset = _config_fields(json.loads(best["params"])), _config_fields(preset_values(name, family))
         differs = sorted(k for k in chosen if k not in SEARCHED and chosen[k] != preset[k])
-        searched = [k for k in SEARCHED if chosen[k] != preset[k]]
+        searched = [k for k in SEARCHED if not math.isclose(chosen[k], preset[k], rel_tol=0.01)]  # presets round
         said = (f"matches {best['group']}" if not differs else
                 f"differs from {best['group']} in {', '.join(differs)}")
         if not differs and searched:
