@@ -12,23 +12,20 @@ on a real checkpoint, keep the form and calibrate the threshold (``calibrate_cg_
 
 from __future__ import annotations
 
+_PAPER_FORM = dict(forecast="last_block", taylor_formula="taylorseer")
+_MODULES_FORM = dict(forecast="modules", taylor_formula="newton")
+
 PRESETS: dict[str, dict[str, dict]] = {
     "paper": {
-        "dit": dict(threshold=0.008, first_block_order=3, last_block_order=1, warmup_steps=3,
-                    forecast="last_block", taylor_formula="taylorseer"),
-        "flux": dict(threshold=0.03, first_block_order=1, last_block_order=1, warmup_steps=5,
-                     forecast="last_block", taylor_formula="taylorseer"),
-        "wan": dict(threshold=0.18, first_block_order=3, last_block_order=1, warmup_steps=6,
-                    forecast="last_block", taylor_formula="taylorseer"),
+        "dit": dict(_PAPER_FORM, threshold=0.008, first_block_order=3, last_block_order=1, warmup_steps=3),
+        "flux": dict(_PAPER_FORM, threshold=0.03, first_block_order=1, last_block_order=1, warmup_steps=5),
+        "wan": dict(_PAPER_FORM, threshold=0.18, first_block_order=3, last_block_order=1, warmup_steps=6),
     },
+    # dit-digits: the paper's own form won the selection at 2x (and no variant was ahead of diffusers' TaylorSeer)
     "best": {
-        # dit-digits: the paper's own form won the selection at 2x; no variant was ahead of diffusers' TaylorSeer there
-        "dit": dict(threshold=0.0223, first_block_order=3, last_block_order=1, warmup_steps=3,
-                    forecast="last_block", taylor_formula="taylorseer"),
-        "flux": dict(threshold=0.004608, first_block_order=1, last_block_order=2, warmup_steps=8,
-                     forecast="modules", taylor_formula="newton"),
-        "wan": dict(threshold=0.01138, first_block_order=3, last_block_order=2, warmup_steps=12,
-                    forecast="modules", taylor_formula="newton"),
+        "dit": dict(_PAPER_FORM, threshold=0.0223, first_block_order=3, last_block_order=1, warmup_steps=3),
+        "flux": dict(_MODULES_FORM, threshold=0.004608, first_block_order=1, last_block_order=2, warmup_steps=8),
+        "wan": dict(_MODULES_FORM, threshold=0.01138, first_block_order=3, last_block_order=2, warmup_steps=12),
     },
 }
 
