@@ -70,6 +70,19 @@ def _entry_base(entry: Entry, method_params: dict, warmup_param: str | None) -> 
     return base
 
 
+def model_entries(comparison: dict, model_cfg: dict) -> list[Entry]:
+    """The comparison's entries that apply to a model: not skipped by one of its flags, not limited to others."""
+    out = []
+    for values in comparison["entries"]:
+        values = dict(values)
+        skip_if = values.pop("skip_if", None) or []
+        only = values.pop("models", None)  # an entry that answers a question about some models only
+        if any(model_cfg.get(flag) for flag in skip_if) or (only is not None and model_cfg["name"] not in only):
+            continue
+        out.append(Entry.from_dict(values))
+    return out
+
+
 class ModelComparison:
     def __init__(self, model_cfg: dict, comparison: dict, results_dir, steps: int | None = None,
                  cache_dir=None, progress: bool = True, worker: Worker | None = None):
@@ -96,15 +109,7 @@ class ModelComparison:
         self.stem = f"{self.name}-{self.steps}steps"
 
     def entries(self) -> list[Entry]:
-        out = []
-        for values in self.cfg["entries"]:
-            values = dict(values)
-            skip_if = values.pop("skip_if", None) or []
-            only = values.pop("models", None)  # an entry that answers a question about some models only
-            if any(self.model_cfg.get(flag) for flag in skip_if) or (only is not None and self.name not in only):
-                continue
-            out.append(Entry.from_dict(values))
-        return out
+        return model_entries(self.cfg, self.model_cfg)
 
     def run(self) -> pd.DataFrame:
         from tqdm.auto import tqdm
@@ -244,7 +249,7 @@ def expected_groups(comparison: dict, model_cfgs: dict) -> dict:
     """(model, steps) -> the groups the comparison config gives that model, for every step count it runs."""
     out = {}
     for name, model_cfg in model_cfgs.items():
-        groups = [entry.group for entry in ModelComparison(model_cfg, comparison, ".", progress=False).entries()]
+        groups = [entry.group for entry in model_entries(comparison, _plain(model_cfg))]
         default_steps = int(model_cfg.get("num_inference_steps", 50))
         for steps in [default_steps, *comparison.get("step_counts", {}).get(name, [])]:
             out[(name, steps)] = groups

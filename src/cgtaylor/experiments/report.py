@@ -75,31 +75,34 @@ def model_table(part: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(list(rows.values()))
 
 
+def _count_verdicts(frame: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """How many of each verdict per ``keys``, every withheld one ("n/a: ...") counted as "no verdict"."""
+    said = frame.assign(verdict=frame["verdict"].astype(str).str.replace(r"^n/a.*", "no verdict", regex=True))
+    return said.groupby([*keys, "verdict"]).size().unstack(fill_value=0).reset_index()
+
+
 def verdict_counts(df: pd.DataFrame) -> pd.DataFrame:
     peers = peers_only(df)
-    peers = peers[peers["verdict"].fillna("").astype(str) != ""]
-    counts = peers.assign(verdict=peers["verdict"].astype(str).str.replace(r"^n/a.*", "no verdict", regex=True))
-    return (counts.groupby(["model", "steps", "target", "verdict"]).size().unstack(fill_value=0).reset_index())
+    return _count_verdicts(peers[peers["verdict"].fillna("").astype(str) != ""], ["model", "steps", "target"])
 
 
 def variant_sections(df: pd.DataFrame) -> list[str]:
     variants = variant_table(df)
-    best = best_against_peers(df)
     if variants.empty:
         return []
+    best = best_against_peers(df)
     parts = ["\n### CG-Taylor's variants against the project default (ablation)\n",
              "Rows with `role: variant` in `conf/comparison/`: settings of CG-Taylor itself, each landed and tested "
              "like a peer; the difference is the project default's PSNR minus the variant's on the same test "
              "samples.\n", to_markdown(variants)]
     if not best.empty:
-        counts = best.assign(verdict=best["verdict"].astype(str).str.replace(r"^n/a.*", "no verdict", regex=True))
-        counts = counts.groupby(["model", "steps", "target", "best variant", "verdict"]).size().unstack(fill_value=0)
+        counts = _count_verdicts(best, ["model", "steps", "target", "best variant"])
         parts += ["\n### The best variant against each peer\n",
                   "Per model and target, the variant with the best selection PSNR among those on target (chosen "
                   "without the test samples), compared with every peer on the test set by the same rules. The near-miss "
                   "rule compares a peer's near miss with the project default's selection points (the only ones the "
                   "table records), so it can only withhold a verdict in the variant's favour.\n",
-                  to_markdown(counts.reset_index()), "\n", to_markdown(best)]
+                  to_markdown(counts), "\n", to_markdown(best)]
     from ..zoo.families import NAME_KIND
 
     agreement = preset_agreement(df, NAME_KIND)
