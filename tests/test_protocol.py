@@ -110,7 +110,22 @@ def test_every_method_is_swept_over_the_same_warmup_grid(method):
                          sample_set, [2.0, 3.0], 0.04, 6)
     search.run()
     warmups = {params[METHODS[method].warmup] for _, params in evaluator.seen}
-    assert warmups == {1, 3, 6, 9}  # the grid, extended once because the best (longest) warm-up sat on its top
+    # the best (longest) warm-up always sits on the top, so the grid grows by its last spacing GRID_EXTENSIONS times
+    assert warmups == {1, 3, 6, 9, 12, 15}
+
+
+def test_warmup_grid_stops_growing_once_the_choice_is_inside_it():
+    class PeakAtNine(_FakeEvaluator):
+        def evaluate(self, method, params, sample_set):
+            row = super().evaluate(method, params, sample_set)
+            return {**row, "psnr": [30.0 - abs(params["warmup_steps"] - 9)]}
+
+    evaluator = PeakAtNine()
+    search = EntrySearch(Entry("cg-taylor", "cg-taylor"), {}, [1, 3, 6], evaluator, SampleSet("selection", (0,), 1, 0),
+                         [2.0, 3.0], 0.04, 6)
+    chosen = search.run()
+    assert {params["warmup_steps"] for _, params in evaluator.seen} == {1, 3, 6, 9, 12}
+    assert all(s.params["warmup_steps"] == 9 and not s.edges for s in chosen)
 
 
 def test_fewer_steps_lands_on_each_target_by_construction():

@@ -10,8 +10,9 @@ the same way:
    a method without one contributes its combinations as they are.
 3. At each target, the point with the best mean selection PSNR among those within the tolerance is chosen
    (:func:`.landing.pick`); where none is, the nearest, flagged off-target. A choice at the top of a discrete grid
-   extends that grid once by the same rule for every method; a top still chosen is reported as an edge (the bottom
-   ends, interval 2 or the shortest warm-up, are natural bounds).
+   extends that grid by one value, by the same rule for every method, and again while the choice stays on the top,
+   up to ``GRID_EXTENSIONS`` times; a top still chosen after that is reported as an edge (the bottom ends, interval 2
+   or the shortest warm-up, are natural bounds).
 4. The chosen setting is run once on the disjoint test set; its per-sample scores are the reported numbers.
 """
 
@@ -81,6 +82,9 @@ def _mean(values) -> float:
     return float(sum(values) / len(values))
 
 
+GRID_EXTENSIONS = 3  # a warm-up grid of [3, 6, 9] may reach 18: past that, warm-up is most of a 2x run's full steps
+
+
 def extend_grid(values: list, chosen) -> list:
     """One more value past the end of an integer grid that ``chosen`` sits on (the spacing of the last two)."""
     ordered = sorted(values)
@@ -145,7 +149,7 @@ class EntrySearch:
     def run(self) -> list[Selection]:
         explored: set[str] = set()
         grid = dict(self.grid)
-        for _ in range(2):  # the grid as given, then once more with any end that was chosen extended
+        for _ in range(1 + GRID_EXTENSIONS):  # the grid as given, then extended while a chosen value sits on its top
             for combination in self._combinations(grid):
                 marker = json.dumps(combination, sort_keys=True)
                 if marker not in explored:

@@ -22,6 +22,7 @@ from .report_compile import compile_section
 from .report_explorer import explorer_section
 from .report_real_scale import real_scale_sections
 from .tables import to_markdown
+from .variant_cost import cost_section
 from .variants import best_against_peers, peers_only, preset_agreement, variant_table
 
 HEADER = """# Results
@@ -208,6 +209,7 @@ def write_results_readme(results_dir: str | os.PathLike = "results", expected: d
         parts.append(to_markdown(model_table(part)))
     parts += ["\n### Verdicts (CG-Taylor against each peer)\n", to_markdown(verdict_counts(df))]
     parts += variant_sections(df)
+    parts += cost_section(results_dir, df)
     parts += ["\n### Interval half-widths (dB) at these sample sizes\n", to_markdown(half_widths(df))]
     moved = against_sweeps(df, results_dir)
     if not moved.empty:
