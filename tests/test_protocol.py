@@ -285,3 +285,19 @@ def test_a_near_miss_is_the_best_setting_just_outside_the_tolerance_that_beat_th
     near = EntrySearch._near_miss(search, points, chosen, 2.0)
     assert near.params == {"interval": 2, "w": 9}  # 1.70x is more than twice the tolerance away; 2.01x is inside
     assert EntrySearch._near_miss(search, points[:1] + points[3:], chosen, 2.0) is None
+
+
+def test_the_calibrated_entry_takes_cg_taylors_model_parameters_and_lands_by_its_own_target():
+    from cgtaylor.experiments.comparison import _entry_base
+
+    entry = Entry("cg-taylor-calibrated", "cg-taylor-target", {"forecast": "residual"})
+    model_params = {"cg-taylor": {"first_block_order": 3, "warmup_steps": 3}}
+    base = _entry_base(entry, model_params, METHODS["cg-taylor-target"].warmup)
+    # no search over the warm-up grid: the model's preset warm-up is the one a user's single call gets
+    assert base == {"first_block_order": 3, "warmup_steps": 3, "forecast": "residual"}
+
+    evaluator = _FakeEvaluator()
+    search = EntrySearch(entry, base, [1, 3, 6], evaluator, SampleSet("selection", (0,), 1, 0), [2.0, 3.0], 0.04, 6)
+    search.run()
+    assert sorted(params["target_speedup"] for _, params in evaluator.seen) == [2.0, 3.0]
+    assert {params["warmup_steps"] for _, params in evaluator.seen} == {3}

@@ -62,8 +62,12 @@ def machine() -> str:
 
 def _entry_base(entry: Entry, method_params: dict, warmup_param: str | None) -> dict:
     """The model's parameters for the method (module patterns, orders) under the entry's own; the model's warm-up
-    preset is dropped so that the shared warm-up grid decides it."""
-    base = dict(method_params.get(entry.method) or {})
+    preset is dropped so that the shared warm-up grid decides it. A method without its own model parameters takes
+    those of the method its registry entry names (the calibrated CG-Taylor takes CG-Taylor's)."""
+    from .registry import spec
+
+    shared = spec(entry.method).model_params_of
+    base = dict(method_params.get(entry.method) or method_params.get(shared) or {})
     if warmup_param is not None:
         base.pop(warmup_param, None)
     base.update(entry.params)

@@ -90,6 +90,7 @@ class MethodSpec:
     grid: Mapping[str, tuple] = field(default_factory=dict)  # discrete parameters enumerated by the protocol
     calibrated: str | None = None  # parameter fitted on the model by a calibration run
     lands_on: str | None = None  # parameter that is the speedup itself: the protocol sets it to each target
+    model_params_of: str | None = None  # another method whose per-model parameters (conf/model/*.yaml) apply to it
     source: str = ""
 
 
@@ -148,7 +149,7 @@ _register(MethodSpec(
     "cg-taylor-target", "CG-Taylor with its threshold found for a target speedup or PSNR floor",
     {**_CG_TAYLOR_PARAMS, "target_speedup": _float(1.0, 100.0, nullable=True), "min_psnr": _float(0.0, 200.0, nullable=True),
      "psnr_margin": _float(0.0, 100.0), "tolerance": _float(0.0, 1.0), "max_cost": _float(1.0, 1000.0)},
-    source="this package"))
+    lands_on="target_speedup", model_params_of="cg-taylor", source="this package"))
 for _variant, _summary in (("dbcache", "cache-dit DBCache"), ("dbcache-taylorseer", "cache-dit DBCache + TaylorSeer"),
                            ("dbcache-foca", "cache-dit DBCache + FoCa")):
     _register(MethodSpec(
