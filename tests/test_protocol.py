@@ -301,3 +301,13 @@ def test_the_calibrated_entry_takes_cg_taylors_model_parameters_and_lands_by_its
     search.run()
     assert sorted(params["target_speedup"] for _, params in evaluator.seen) == [2.0, 3.0]
     assert {params["warmup_steps"] for _, params in evaluator.seen} == {3}
+
+
+def test_a_step_in_the_speedup_is_found_by_bisection_not_crept_up_on():
+    # a gate's speedup is a step function of its threshold: 1.04x below 0.040, 1.93x up to 0.045, 2.17x up to 0.060;
+    # interpolation alone keeps moving the upper end by a tenth of the bracket and needs nine probes
+    def speedup(threshold):
+        return 1.04 if threshold < 0.040 else 1.93 if threshold < 0.045 else 2.172 if threshold < 0.060 else 2.6
+
+    landing = land_knob(speedup, 2.0, 1e-4, 2.0, max_evaluations=5, start=0.0327)
+    assert landing.on_target and 0.040 <= landing.value < 0.045 and landing.evaluations <= 5

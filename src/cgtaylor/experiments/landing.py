@@ -58,6 +58,7 @@ def land_knob(measure: Callable[[float], float], target: float, low: float, high
 
     if not seen:
         probe(start if start is not None else math.sqrt(low * high))
+    moved = []  # which end of the bracket each probe inside it replaced ("low" or "high")
     while evaluations < max_evaluations:
         if within(seen[best()], target, tolerance):
             return landing(best())
@@ -78,10 +79,14 @@ def land_knob(measure: Callable[[float], float], target: float, low: float, high
         if b / a < 1.0 + jump:  # the speedup jumps across the target between two nearly equal knob values
             break
         la, lb, sa, sb = math.log(a), math.log(b), math.log(seen[a]), math.log(seen[b])
-        guess = la + (math.log(target) - sa) * (lb - la) / (sb - sa) if sb > sa else (la + lb) / 2
-        margin = 0.1 * (lb - la)  # stay inside the bracket so that it keeps shrinking
-        guess = min(max(guess, la + margin), lb - margin)
-        probe(math.exp(guess))
+        if len(moved) >= 2 and moved[-1] == moved[-2]:
+            # interpolation keeps replacing the same end, as it does across a step of the speedup: bisect
+            guess = (la + lb) / 2
+        else:
+            guess = la + (math.log(target) - sa) * (lb - la) / (sb - sa) if sb > sa else (la + lb) / 2
+            margin = 0.1 * (lb - la)  # stay inside the bracket so that it keeps shrinking
+            guess = min(max(guess, la + margin), lb - margin)
+        moved.append("low" if probe(math.exp(guess)) < target else "high")
     return landing(best())
 
 
