@@ -120,3 +120,15 @@ def test_every_shipped_preset_is_a_valid_config(family):
     for name in PRESETS:
         config = CGTaylorConfig.preset(name, family, num_inference_steps=50)
         assert config.threshold > 0 and config.warmup_steps >= 1
+
+
+def test_tables_from_an_older_protocol_revision_are_named():
+    from cgtaylor.experiments.protocol import PROTOCOL_REVISION
+    from cgtaylor.experiments.report import older_protocol
+
+    old = _frame()  # written before rows recorded a revision: revision 1
+    assert older_protocol(old) == [] if PROTOCOL_REVISION == 1 else "revision 1" in older_protocol(old)[0]
+    current = _frame().assign(protocol=PROTOCOL_REVISION)
+    assert older_protocol(current) == []
+    mixed = pd.concat([current, _frame().assign(model="n", protocol=PROTOCOL_REVISION - 1)])
+    assert [line.split(",")[0] for line in older_protocol(mixed)] == ["- n"]

@@ -28,7 +28,7 @@ from .evaluation import SettingEvaluator
 from .keys import digest, weights_stamp
 from .models import _plain, load_model
 from .persistence import ensure_ignored
-from .protocol import Entry, EntrySearch
+from .protocol import PROTOCOL_REVISION, Entry, EntrySearch
 from .sample_sets import make_sample_sets
 from .tables import to_markdown
 from .workers import Worker
@@ -160,7 +160,7 @@ class ModelComparison:
             "test_psnr_high": interval.high, "test_ssim": sum(tested["ssim"]) / len(tested["ssim"]),
             "test_rel_l2": sum(tested["rel_l2"]) / len(tested["rel_l2"]), "n_test": len(tested["psnr"]),
             "test_psnr_per_sample": json.dumps([round(v, 4) for v in tested["psnr"]]), "caveat": entry.caveat,
-            "machine": machine(),
+            "machine": machine(), "protocol": PROTOCOL_REVISION,
         }
 
     def write(self, frame: pd.DataFrame) -> None:

@@ -82,6 +82,10 @@ def _mean(values) -> float:
     return float(sum(values) / len(values))
 
 
+# Raised whenever a change to the protocol can change what a table holds; each table row records the revision it was
+# computed under, and the results section names tables from an older one. 2: grids grow up to GRID_EXTENSIONS times
+# (was once), and the landing bisects across a step of the speedup (was interpolation only).
+PROTOCOL_REVISION = 2
 GRID_EXTENSIONS = 3  # a warm-up grid of [3, 6, 9] may reach 18: past that, warm-up is most of a 2x run's full steps
 
 

@@ -182,6 +182,21 @@ def measured_sections(results_dir: Path) -> list[str]:
     return [*real_scale_sections(results_dir), compile_section(results_dir), explorer_section(results_dir)]
 
 
+def older_protocol(df: pd.DataFrame) -> list[str]:
+    """Tables computed under an earlier protocol revision (rows without a revision are revision 1)."""
+    from .protocol import PROTOCOL_REVISION
+
+    revision = df["protocol"].fillna(1).astype(int) if "protocol" in df else pd.Series(1, index=df.index)
+    lines = []
+    for (model, steps), part in df.assign(protocol=revision).groupby(["model", "steps"], sort=False):
+        if part["protocol"].min() < PROTOCOL_REVISION:
+            lines.append(f"- {model}, {steps} steps: its table was computed under protocol revision "
+                         f"{part['protocol'].min()}, not the current {PROTOCOL_REVISION} (see "
+                         "`PROTOCOL_REVISION` in src/cgtaylor/experiments/protocol.py); `scripts/run_comparison.py` "
+                         "recomputes it, reusing every stored evaluation the new revision asks for again")
+    return lines
+
+
 def missing_entries(df: pd.DataFrame, expected: dict | None) -> list[str]:
     """Entries of the comparison config that a model's table does not hold yet (its run stopped before them)."""
     lines = []
@@ -220,7 +235,7 @@ def write_results_readme(results_dir: str | os.PathLike = "results", expected: d
                   "shared warm-up grid, and scores it on other samples.\n", to_markdown(moved)]
     notes = caveats(df)
     parts += ["\n### Cells with a caveat\n", "\n".join(notes) + "\n" if notes else "None.\n"]
-    pending = unfinished(results_dir) + missing_entries(df, expected)
+    pending = unfinished(results_dir) + older_protocol(df) + missing_entries(df, expected)
     if pending:
         parts += ["\n### Not yet measured\n", "\n".join(pending) + "\n"]
     text = "\n".join(parts)
