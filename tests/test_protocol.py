@@ -311,3 +311,16 @@ def test_a_step_in_the_speedup_is_found_by_bisection_not_crept_up_on():
 
     landing = land_knob(speedup, 2.0, 1e-4, 2.0, max_evaluations=5, start=0.0327)
     assert landing.on_target and 0.040 <= landing.value < 0.045 and landing.evaluations <= 5
+
+
+def test_a_methods_own_grid_grows_once_and_the_warmup_grid_up_to_three_times():
+    class PrefersHighOrder(_FakeEvaluator):
+        def evaluate(self, method, params, sample_set):
+            row = super().evaluate(method, params, sample_set)
+            return {**row, "psnr": [row["psnr"][0] + 10 * params["last_block_order"]]}
+
+    evaluator = PrefersHighOrder()
+    entry = Entry("cg-taylor", "cg-taylor", grid={"last_block_order": [1, 2]})
+    EntrySearch(entry, {}, [1, 3, 6], evaluator, SampleSet("selection", (0,), 1, 0), [2.0, 3.0], 0.04, 6).run()
+    assert {p["last_block_order"] for _, p in evaluator.seen} == {1, 2, 3}
+    assert {p["warmup_steps"] for _, p in evaluator.seen} == {1, 3, 6, 9, 12, 15}

@@ -10,9 +10,10 @@ the same way:
    a method without one contributes its combinations as they are.
 3. At each target, the point with the best mean selection PSNR among those within the tolerance is chosen
    (:func:`.landing.pick`); where none is, the nearest, flagged off-target. A choice at the top of a discrete grid
-   extends that grid by one value, by the same rule for every method, and again while the choice stays on the top,
-   up to ``GRID_EXTENSIONS`` times; a top still chosen after that is reported as an edge (the bottom ends, interval 2
-   or the shortest warm-up, are natural bounds).
+   extends that grid by one value, by the same rule for every method; the shared warm-up grid grows again while the
+   choice stays on its top, up to ``GRID_EXTENSIONS`` times (a method's own grids, order or interval, grow once, as
+   each extension multiplies the combinations); a top still chosen after that is reported as an edge (the bottom
+   ends, interval 2 or the shortest warm-up, are natural bounds).
 4. The chosen setting is run once on the disjoint test set; its per-sample scores are the reported numbers.
 """
 
@@ -83,8 +84,8 @@ def _mean(values) -> float:
 
 
 # Raised whenever a change to the protocol can change what a table holds; each table row records the revision it was
-# computed under, and the results section names tables from an older one. 2: grids grow up to GRID_EXTENSIONS times
-# (was once), and the landing bisects across a step of the speedup (was interpolation only).
+# computed under, and the results section names tables from an older one. 2: the warm-up grid grows up to
+# GRID_EXTENSIONS times (was once), and the landing bisects across a step of the speedup (was interpolation only).
 PROTOCOL_REVISION = 2
 GRID_EXTENSIONS = 3  # a warm-up grid of [3, 6, 9] may reach 18: past that, warm-up is most of a 2x run's full steps
 
@@ -153,15 +154,17 @@ class EntrySearch:
     def run(self) -> list[Selection]:
         explored: set[str] = set()
         grid = dict(self.grid)
-        for _ in range(1 + GRID_EXTENSIONS):  # the grid as given, then extended while a chosen value sits on its top
+        for extension in range(1 + GRID_EXTENSIONS):  # the grid as given, then extended while a choice sits on a top
             for combination in self._combinations(grid):
                 marker = json.dumps(combination, sort_keys=True)
                 if marker not in explored:
                     explored.add(marker)
                     self._explore(combination)
             selections = self._select(grid)
-            extended = {k: extend_grid(v, s.params.get(k)) for k, v in grid.items() for s in selections
-                        if len(v) >= 2 and k not in self.fixed and s.params.get(k) == max(v)}
+            # a method's own grids (order, interval, cap) grow once; the shared warm-up grid up to GRID_EXTENSIONS times
+            growing = [k for k in grid if extension == 0 or k == self.spec.warmup]
+            extended = {k: extend_grid(grid[k], s.params.get(k)) for k in growing for s in selections
+                        if len(grid[k]) >= 2 and k not in self.fixed and s.params.get(k) == max(grid[k])}
             if not extended:
                 break
             grid = {k: sorted(set(grid[k]) | set(extended.get(k, []))) for k in grid}

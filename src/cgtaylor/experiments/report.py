@@ -35,7 +35,7 @@ number below is read from them. Machine: {machine}.
 Each method is landed on each target FLOPs speedup on a selection set: methods with a threshold have it searched
 until the selection speedup is within {tolerance} of the target, for every combination of their discrete settings
 (interval, order) and of the model's warm-up grid, which every method with a warm-up shares (a grid whose top is
-chosen grows past it, up to three steps, for every method alike); methods without a threshold are enumerated over the
+chosen grows past it, the warm-up grid up to three steps, for every method alike); methods without a threshold are enumerated over the
 same grids. The setting with the best mean selection PSNR at the target is then
 run once on a disjoint test set (other seeds and conditions, the same batch size). PSNR is against the full-compute
 output with the same seeds (capped at 100 dB). The difference column is CG-Taylor's per-sample PSNR minus the
