@@ -48,9 +48,10 @@ def test_module_forecasts_hold_more_cache_than_the_last_block_residual(tiny_dit)
 
 def _comparison_rows(params):
     return pd.DataFrame([
-        dict(model="dit-digits", steps=STEPS, target=2.0, group="cg-taylor", role="variant", params=json.dumps(params),
+        dict(model="dit-digits", steps=STEPS, target=2.0, group="cg-taylor", method="cg-taylor", role="variant",
+             params=json.dumps(params),
              test_psnr=40.0, test_speedup=2.0),
-        dict(model="dit-digits", steps=STEPS, target=2.0, group="fora", role="peer", params=json.dumps({}),
+        dict(model="dit-digits", steps=STEPS, target=2.0, group="fora", method="fora", role="peer", params="{}",
              test_psnr=30.0, test_speedup=2.0),
     ])
 

@@ -30,11 +30,13 @@ COLUMNS = ["model", "steps", "target", "variant", "params", "test_psnr", "test_s
            "forecast_flops_share", "forecast_time_share", "cache_mib"]
 
 
-def forecast_step_cost(model, params: dict, steps: int, conditions, seed: int = 0, repeats: int = 3) -> dict:
+def forecast_step_cost(model, params: dict, steps: int, conditions, seed: int = 0, repeats: int = 3,
+                       method: str = "cg-taylor") -> dict:
     """FLOPs and time of a forecast call as a share of a full call, and the caches' largest memory, for one run of
-    CG-Taylor with ``params`` on ``conditions``. Times are per-call medians over ``repeats`` runs."""
+    CG-Taylor with ``params`` on ``conditions``. Times are per-call medians over ``repeats`` runs. ``method`` may be
+    ``cg-taylor-target``, whose threshold is calibrated first (on the model's default calibration conditions)."""
     transformer = model.transformer
-    generator = make_generator(model, "cg-taylor", params, num_inference_steps=steps)
+    generator = make_generator(model, method, params, num_inference_steps=steps)
     try:
         with CheckedFlops(transformer) as counted:
             generator(conditions, seed)
@@ -76,7 +78,8 @@ def measure_variant_costs(model, df: pd.DataFrame, target: float, rows_dir: Path
         params, steps = json.loads(row["params"]), int(row["steps"])
         path = rows_dir / f"{model.name}-{steps}steps-{digest([params, steps, batch_size, repeats], 12)}.json"
         cost = computed_once(path, lambda p: read_json_record(p, required=("forecast_flops_share", "cache_mib")),
-                             lambda: forecast_step_cost(model, params, steps, conditions, repeats=repeats),
+                             lambda: forecast_step_cost(model, params, steps, conditions, repeats=repeats,
+                                                        method=row["method"]),
                              lambda record, p: atomic_write_text(json.dumps(record), p))
         rows.append({"model": row["model"], "steps": steps, "target": target, "variant": row["group"],
                      "params": row["params"], "test_psnr": row["test_psnr"], "test_speedup": row["test_speedup"], **cost})
