@@ -106,7 +106,7 @@ def test_every_method_is_swept_over_the_same_warmup_grid(method):
     from cgtaylor.experiments.comparison import _entry_base
 
     entry = Entry(method, method)
-    search = EntrySearch(entry, _entry_base(entry, {method: base}, METHODS[method].warmup), [1, 3, 6], evaluator,
+    search = EntrySearch(entry, _entry_base(entry, {method: base}), [1, 3, 6], evaluator,
                          sample_set, [2.0, 3.0], 0.04, 6)
     search.run()
     warmups = {params[METHODS[method].warmup] for _, params in evaluator.seen}
@@ -292,7 +292,7 @@ def test_the_calibrated_entry_takes_cg_taylors_model_parameters_and_lands_by_its
 
     entry = Entry("cg-taylor-calibrated", "cg-taylor-target", {"forecast": "residual"})
     model_params = {"cg-taylor": {"first_block_order": 3, "warmup_steps": 3}}
-    base = _entry_base(entry, model_params, METHODS["cg-taylor-target"].warmup)
+    base = _entry_base(entry, model_params)
     # no search over the warm-up grid: the model's preset warm-up is the one a user's single call gets
     assert base == {"first_block_order": 3, "warmup_steps": 3, "forecast": "residual"}
 

@@ -29,6 +29,7 @@ from .keys import digest, weights_stamp
 from .models import _plain, load_model
 from .persistence import ensure_ignored
 from .protocol import PROTOCOL_REVISION, Entry, EntrySearch
+from .registry import spec
 from .sample_sets import make_sample_sets
 from .tables import to_markdown
 from .workers import Worker
@@ -60,16 +61,14 @@ def machine() -> str:
             f"diffusers {__import__('diffusers').__version__}")
 
 
-def _entry_base(entry: Entry, method_params: dict, warmup_param: str | None) -> dict:
+def _entry_base(entry: Entry, method_params: dict) -> dict:
     """The model's parameters for the method (module patterns, orders) under the entry's own; the model's warm-up
     preset is dropped so that the shared warm-up grid decides it. A method without its own model parameters takes
     those of the method its registry entry names (the calibrated CG-Taylor takes CG-Taylor's)."""
-    from .registry import spec
-
-    shared = spec(entry.method).model_params_of
-    base = dict(method_params.get(entry.method) or method_params.get(shared) or {})
-    if warmup_param is not None:
-        base.pop(warmup_param, None)
+    method = spec(entry.method)
+    base = dict(method_params.get(entry.method) or method_params.get(method.model_params_of) or {})
+    if method.warmup is not None:
+        base.pop(method.warmup, None)
     base.update(entry.params)
     return base
 
@@ -118,8 +117,6 @@ class ModelComparison:
     def run(self) -> pd.DataFrame:
         from tqdm.auto import tqdm
 
-        from .registry import spec
-
         ensure_ignored(self.cache_dir.parent)
         self.worker.bind_device()
         model = load_model(self.model_cfg)
@@ -132,7 +129,7 @@ class ModelComparison:
         bar = tqdm([entries[i] for i in order], desc=f"comparison {self.stem}", disable=not self.progress, dynamic_ncols=True)
         for position, entry in zip(order, bar):
             bar.set_postfix_str(entry.group)
-            base = _entry_base(entry, self.model_cfg.get("method_params") or {}, spec(entry.method).warmup)
+            base = _entry_base(entry, self.model_cfg.get("method_params") or {})
             search = EntrySearch(entry, base, self.warmup_grid, evaluator, selection, self.cfg["targets"],
                                  float(self.cfg.get("tolerance", 0.04)), int(self.cfg.get("max_evaluations", 6)))
             chosen = search.run()
