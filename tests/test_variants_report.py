@@ -72,6 +72,31 @@ def test_an_entry_can_be_limited_to_some_models():
         check_comparison_cfg(dict(comparison, entries=[{"method": "fora", "models": "dit-digits"}]))
 
 
+def test_lower_step_counts_run_every_peer_the_reference_and_the_named_variants_only():
+    from cgtaylor.experiments.comparison import ModelComparison, check_comparison_cfg, expected_groups
+
+    entries = [{"group": "cg-taylor", "method": "cg-taylor", "role": "variant"},
+               {"group": "cg-taylor-a", "method": "cg-taylor", "role": "variant"},
+               {"group": "cg-taylor-b", "method": "cg-taylor", "role": "variant"},
+               {"method": "fora"}]
+    comparison = {"targets": [2], "samples": {"dit-digits": {"batch_size": 1, "selection_batches": 1,
+                                                              "test_batches": 1}},
+                  "entries": entries, "step_counts": {"dit-digits": [25]}, "lower_step_variants": ["cg-taylor-b"]}
+    model_cfg = {"name": "dit-digits", "source": "tiny", "num_inference_steps": 50}
+    every = ["cg-taylor", "cg-taylor-a", "cg-taylor-b", "fora"]
+    assert [e.group for e in ModelComparison(model_cfg, comparison, "unused").entries()] == every
+    lower = ModelComparison(model_cfg, comparison, "unused", steps=25).entries()
+    assert [e.group for e in lower] == ["cg-taylor", "cg-taylor-b", "fora"]
+    assert expected_groups(comparison, {"dit-digits": model_cfg}) == {
+        ("dit-digits", 50): every, ("dit-digits", 25): ["cg-taylor", "cg-taylor-b", "fora"]}
+    everything = dict(comparison, lower_step_variants=None)
+    assert [e.group for e in ModelComparison(model_cfg, everything, "unused", steps=25).entries()] == every
+    with pytest.raises(ValueError, match=r"lower_step_variants names \['fora'\].*accepted: \['cg-taylor', "):
+        check_comparison_cfg(dict(comparison, lower_step_variants=["fora"]))
+    with pytest.raises(ValueError, match="lower_step_variants must be a list"):
+        check_comparison_cfg(dict(comparison, lower_step_variants="cg-taylor-b"))
+
+
 def test_entries_a_table_lacks_are_listed_as_not_yet_measured():
     from cgtaylor.experiments.report import missing_entries
 

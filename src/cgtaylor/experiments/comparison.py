@@ -36,7 +36,7 @@ from .workers import Worker
 
 REFERENCE_GROUP = "cg-taylor"
 COMPARISON_FIELDS = {"targets", "tolerance", "max_evaluations", "warmup_grid", "samples", "entries", "step_counts",
-                     "reference_group", "resamples", "calibration_conditions", "models"}
+                     "lower_step_variants", "reference_group", "resamples", "calibration_conditions", "models"}
 
 
 def check_comparison_cfg(cfg: dict) -> dict:
@@ -53,7 +53,22 @@ def check_comparison_cfg(cfg: dict) -> dict:
                              f"non-empty list of model names (e.g. [dit-digits]), got {only!r}")
     if not 0 < float(cfg.get("tolerance", 0.04)) < 0.5:
         raise ValueError(f"comparison.tolerance must be in (0, 0.5), got {cfg.get('tolerance')!r}")
+    _check_lower_step_variants(cfg)
     return cfg
+
+
+def _check_lower_step_variants(cfg: dict) -> None:
+    chosen = cfg.get("lower_step_variants")
+    if chosen is None:
+        return
+    variants = sorted({e.get("group", e.get("method")) for e in cfg.get("entries") or [] if e.get("role") == "variant"})
+    if isinstance(chosen, str) or not all(isinstance(g, str) for g in chosen):
+        raise ValueError(f"comparison.lower_step_variants must be a list of variant groups or null (every variant), "
+                         f"got {chosen!r}")
+    unknown = sorted(set(chosen) - set(variants))
+    if unknown:
+        raise ValueError(f"comparison.lower_step_variants names {unknown}, which are not variant groups of the "
+                         f"comparison; accepted: {variants}")
 
 
 def machine() -> str:
@@ -73,8 +88,12 @@ def _entry_base(entry: Entry, method_params: dict) -> dict:
     return base
 
 
-def model_entries(comparison: dict, model_cfg: dict) -> list[Entry]:
-    """The comparison's entries that apply to a model: not skipped by one of its flags, not limited to others."""
+def model_entries(comparison: dict, model_cfg: dict, lower_steps: bool = False) -> list[Entry]:
+    """The comparison's entries that apply to a model: not skipped by one of its flags, not limited to others. At a
+    lower step count than the model's default (``lower_steps``), the variants are only the reference and those in
+    ``lower_step_variants`` (null: every variant); every peer runs."""
+    reference_group = comparison.get("reference_group", REFERENCE_GROUP)
+    kept_variants = comparison.get("lower_step_variants") if lower_steps else None
     out = []
     for values in comparison["entries"]:
         values = dict(values)
@@ -82,7 +101,11 @@ def model_entries(comparison: dict, model_cfg: dict) -> list[Entry]:
         only = values.pop("models", None)  # an entry that answers a question about some models only
         if any(model_cfg.get(flag) for flag in skip_if) or (only is not None and model_cfg["name"] not in only):
             continue
-        out.append(Entry.from_dict(values))
+        entry = Entry.from_dict(values)
+        if (kept_variants is not None and entry.role == "variant" and entry.group != reference_group
+                and entry.group not in kept_variants):
+            continue
+        out.append(entry)
     return out
 
 
@@ -112,7 +135,8 @@ class ModelComparison:
         self.stem = f"{self.name}-{self.steps}steps"
 
     def entries(self) -> list[Entry]:
-        return model_entries(self.cfg, self.model_cfg)
+        lower = self.steps != int(self.model_cfg.get("num_inference_steps", 50))
+        return model_entries(self.cfg, self.model_cfg, lower_steps=lower)
 
     def run(self) -> pd.DataFrame:
         from tqdm.auto import tqdm
@@ -250,10 +274,11 @@ def expected_groups(comparison: dict, model_cfgs: dict) -> dict:
     """(model, steps) -> the groups the comparison config gives that model, for every step count it runs."""
     out = {}
     for name, model_cfg in model_cfgs.items():
-        groups = [entry.group for entry in model_entries(comparison, _plain(model_cfg))]
+        model_cfg = _plain(model_cfg)
         default_steps = int(model_cfg.get("num_inference_steps", 50))
         for steps in [default_steps, *comparison.get("step_counts", {}).get(name, [])]:
-            out[(name, steps)] = groups
+            entries = model_entries(comparison, model_cfg, lower_steps=steps != default_steps)
+            out[(name, steps)] = [entry.group for entry in entries]
     return out
 
 
