@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -198,6 +199,10 @@ def test_comparison_on_a_tiny_model_writes_rows_verdicts_and_the_results_section
     assert peers["verdict"].str.match(r"^(ahead|level|behind|n/a: .*)$").all()
     text = write_results_readme(tmp_path)
     assert "### dit-digits, 8 steps" in text and (tmp_path / "README.md").read_text() == text
+    cost = json.loads((tmp_path / "comparison" / "dit-digits-8steps.cost.json").read_text())
+    assert cost["evaluations"] == cost["timed_evaluations"] > 0 and cost["evaluation_seconds"] > 0
+    assert cost["references"] == cost["timed_references"] == 2  # selection and test
+    assert "Compute: " in text and "not counted" not in text
     assert "`results/real_scale.csv`, `results/real_scale.md` are missing" in text  # the other benches' pages follow
     assert (tmp_path / "comparison" / "summary.md").read_text() in text
     again = run_comparison(cfg.model, comparison, tmp_path, steps=8, progress=False)  # resumes: nothing recomputed

@@ -93,6 +93,7 @@ def test_lower_step_counts_run_every_peer_the_reference_and_the_named_variants_o
     assert [e.group for e in ModelComparison(model_cfg, everything, "unused", steps=25).entries()] == every
     with pytest.raises(ValueError, match=r"lower_step_variants names \['fora'\].*accepted: \['cg-taylor', "):
         check_comparison_cfg(dict(comparison, lower_step_variants=["fora"]))
+    check_comparison_cfg(dict(comparison, lower_step_variants=["fora"], step_counts={"dit-digits": []}))
     with pytest.raises(ValueError, match="lower_step_variants must be a list"):
         check_comparison_cfg(dict(comparison, lower_step_variants="cg-taylor-b"))
 

@@ -66,7 +66,8 @@ def _check_lower_step_variants(cfg: dict) -> None:
         raise ValueError(f"comparison.lower_step_variants must be a list of variant groups or null (every variant), "
                          f"got {chosen!r}")
     unknown = sorted(set(chosen) - set(variants))
-    if unknown:
+    lower_counts = any(counts for counts in (cfg.get("step_counts") or {}).values())
+    if unknown and lower_counts:  # only where a lower step count would run them: a trimmed entry list may drop them
         raise ValueError(f"comparison.lower_step_variants names {unknown}, which are not variant groups of the "
                          f"comparison; accepted: {variants}")
 
@@ -166,7 +167,7 @@ class ModelComparison:
             entry, search, results = done[position]
             rows += [self._row(entry, chosen, tested, len(search.points), reference_points) for chosen, tested in results]
         frame = add_verdicts(pd.DataFrame(rows), reference_group, int(self.cfg.get("resamples", 10000)))
-        self.write(frame)
+        self.write(frame, dict(evaluator.cost(), threads=torch.get_num_threads()))
         return frame
 
     def _row(self, entry: Entry, chosen, tested: dict, evaluated: int, reference_points: list) -> dict:
@@ -184,14 +185,28 @@ class ModelComparison:
             "machine": machine(), "protocol": PROTOCOL_REVISION,
         }
 
-    def write(self, frame: pd.DataFrame) -> None:
+    def write(self, frame: pd.DataFrame, cost: dict | None = None) -> None:
         out = self.results_dir / "comparison"
         atomic_write_text(frame.to_csv(index=False), out / f"{self.stem}.csv")
+        if cost is not None:
+            atomic_write_text(json.dumps(cost, indent=1), out / f"{self.stem}.cost.json")
         shown = [c for c in frame.columns if c not in ("test_psnr_per_sample", "machine")]
         text = [f"# Equal-footing comparison: {self.name}, {self.steps} steps\n",
                 f"Machine: {machine()}. Selection and test sets: {self.samples}. Warm-up grid: {self.warmup_grid}.\n",
+                *([f"Compute: {describe_cost(cost)}\n"] if cost is not None else []),
                 to_markdown(frame, shown)]
         atomic_write_text("\n".join(text), out / f"{self.stem}.md")
+
+
+def describe_cost(cost: dict) -> str:
+    """One sentence on what a table's evaluations cost when they were computed (from ``<stem>.cost.json``)."""
+    minutes = (cost["evaluation_seconds"] + cost["reference_seconds"]) / 60
+    untimed = (cost["evaluations"] - cost["timed_evaluations"]) + (cost["references"] - cost["timed_references"])
+    text = (f"{minutes:.0f} CPU-minutes at {cost.get('threads', 1)} torch thread(s) per process for "
+            f"{cost['timed_evaluations']} evaluations and {cost['timed_references']} full-compute references")
+    if untimed:
+        text += f"; {untimed} more were computed before evaluations recorded their time and are not counted"
+    return text
 
 
 _HIDDEN_PARAMS = ("mag_ratios", "coefficients", "cache_identifiers", "skip_predict_identifiers")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from pathlib import Path
 
 import torch
@@ -55,6 +56,7 @@ class SettingEvaluator:
         self.calibration_conditions = int(calibration_conditions)
         self._references: dict[str, dict] = {}
         self.computed = 0  # evaluations run (not read from disk) by this evaluator
+        self.used: dict[Path, float | None] = {}  # every evaluation asked for -> its recorded seconds (None: older row)
 
     def reference(self, sample_set: SampleSet) -> dict:
         key = digest([sample_set.identity(), self.steps])
@@ -69,6 +71,7 @@ class SettingEvaluator:
     def _full(self, sample_set: SampleSet) -> dict:
         transformer = self.model.transformer
         skip_hooks.remove_all_hooks(transformer)
+        started = time.perf_counter()
         outputs, flops, exact = [], 0, True
         for index, (conditions, seed) in enumerate(sample_set.batches()):
             if index == 0:  # exact counting is slow; the memoised count is checked against it on the first batch
@@ -79,7 +82,8 @@ class SettingEvaluator:
                 with MemoFlops(transformer) as counted:
                     outputs.append(self.model(conditions, num_inference_steps=self.steps, seed=seed))
             flops += counted.total
-        return {"output": torch.cat(outputs), "flops": flops, "memo_flops_exact": exact}
+        return {"output": torch.cat(outputs), "flops": flops, "memo_flops_exact": exact,
+                "seconds": time.perf_counter() - started}
 
     def calibration_file(self, method: str) -> Path:
         return self.calibration_dir / f"{method}-calibration-v2-{self.steps}.json"
@@ -93,10 +97,22 @@ class SettingEvaluator:
             self.computed += 1
             return self._run(method, params, sample_set, reference)
 
-        return computed_once(path, _read_row, compute, _write_row)
+        row = computed_once(path, _read_row, compute, _write_row)
+        self.used[path] = row.get("seconds")
+        return row
+
+    def cost(self) -> dict:
+        """What the evaluations asked for so far cost when they were computed: the stored seconds of those that
+        record them, and of the full-compute references held in memory."""
+        timed = [s for s in self.used.values() if s is not None]
+        references = [r.get("seconds") for r in self._references.values()]
+        return {"evaluations": len(self.used), "timed_evaluations": len(timed), "evaluation_seconds": sum(timed),
+                "references": len(references), "timed_references": sum(s is not None for s in references),
+                "reference_seconds": sum(s for s in references if s is not None)}
 
     def _run(self, method: str, params: dict, sample_set: SampleSet, reference: dict) -> dict:
         model, transformer = self.model, self.model.transformer
+        started = time.perf_counter()  # the evaluation's cost, calibration of the method included
         generator = make_generator(
             model, method, params, num_inference_steps=self.steps,
             calibration_conditions=model.default_conditions(self.calibration_conditions, 1000),
@@ -121,4 +137,6 @@ class SettingEvaluator:
             "full_flops": reference["flops"],
             "speedup": reference["flops"] / flops if flops else math.inf,
             **per_sample_scores(output, reference["output"]),
+            "seconds": time.perf_counter() - started,
+            "threads": torch.get_num_threads(),
         }

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..io import atomic_write_text
-from .comparison import near_miss
+from ..io import atomic_write_text, read_json_record
+from .comparison import describe_cost, near_miss
 from .report_compile import compile_section
 from .report_explorer import explorer_section
 from .report_real_scale import real_scale_sections
@@ -222,6 +222,10 @@ def write_results_readme(results_dir: str | os.PathLike = "results", expected: d
         parts.append(f"### {model}, {steps} steps\n")
         parts.append(f"Test set: {int(part['n_test'].max())} samples. Cells: test PSNR (dB) [95% interval] @ test FLOPs "
                      "speedup; CG-Taylor − it: paired difference (dB) [95% interval].\n")
+        cost = read_json_record(results_dir / "comparison" / f"{model}-{steps}steps.cost.json",
+                                ("evaluations", "evaluation_seconds"))
+        if cost is not None:
+            parts.append(f"Compute: {describe_cost(cost)}.\n")
         parts.append(to_markdown(model_table(part)))
     parts += ["\n### Verdicts (CG-Taylor against each peer)\n", to_markdown(verdict_counts(df))]
     parts += variant_sections(df)
