@@ -59,7 +59,7 @@ def main(argv=None) -> None:
         frames.append(measure_variant_costs(model, part, args.target, folder / "variant_cost", batch_size,
                                             repeats=args.repeats))
     if frames:
-        write_variant_costs(pd.concat(frames, ignore_index=True), folder)
+        write_variant_costs(pd.concat(frames, ignore_index=True), folder, only_models=args.models)
         print(f"-> {folder / 'variant_cost.md'}")
     write_results_readme(args.results_dir, expected_groups(comparison, models))
 

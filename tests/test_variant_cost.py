@@ -90,3 +90,17 @@ def test_the_section_leaves_out_rows_of_settings_the_comparison_no_longer_choose
 
 def test_no_cost_file_no_section(tmp_path):
     assert cost_section(tmp_path, _comparison_rows({})) == []
+
+
+def test_measuring_some_models_keeps_the_other_models_rows(tmp_path):
+    def rows(model, variant):
+        return pd.DataFrame([{"model": model, "steps": 50, "target": 2.0, "variant": variant, "params": "{}",
+                              "test_psnr": 40.0, "test_speedup": 2.0, "forecast_steps": 20, "calls": 50,
+                              "forecast_flops_share": 0.04, "forecast_time_share": 0.05, "cache_mib": 1.0}])
+
+    write_variant_costs(pd.concat([rows("a", "cg-taylor"), rows("b", "cg-taylor")]), tmp_path)
+    write_variant_costs(rows("b", "cg-taylor-hermite"), tmp_path, only_models=["b"])
+    table = pd.read_csv(tmp_path / "variant_cost.csv")
+    assert list(zip(table["model"], table["variant"])) == [("a", "cg-taylor"), ("b", "cg-taylor-hermite")]
+    write_variant_costs(rows("c", "cg-taylor"), tmp_path)  # every model measured: the table is replaced
+    assert list(pd.read_csv(tmp_path / "variant_cost.csv")["model"]) == ["c"]

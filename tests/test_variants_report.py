@@ -120,6 +120,8 @@ def test_the_best_preset_is_checked_against_the_comparisons_choice(monkeypatch):
     monkeypatch.setitem(presets.PRESETS, "best", {"fam": same})
     assert preset_agreement(frame, {"m": "fam"}) == [
         "- m, 50 steps: `CGTaylorConfig.preset('best', 'fam')` matches cg-taylor-b, the best variant at 2x on selection"]
+    lower = frame.assign(steps=25, params=json.dumps({"threshold": 0.05, "warmup_steps": 3}))
+    assert len(preset_agreement(pd.concat([frame, lower]), {"m": "fam"})) == 1  # the lower step count is not checked
     monkeypatch.setitem(presets.PRESETS, "best", {"fam": dict(same, threshold=0.1, last_block_order=1)})
     line = preset_agreement(frame, {"m": "fam"})[0]
     assert "differs from cg-taylor-b in last_block_order" in line

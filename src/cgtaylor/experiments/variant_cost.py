@@ -86,8 +86,14 @@ def measure_variant_costs(model, df: pd.DataFrame, target: float, rows_dir: Path
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
-def write_variant_costs(frame: pd.DataFrame, folder: Path) -> None:
-    atomic_write_text(frame.to_csv(index=False), folder / "variant_cost.csv")
+def write_variant_costs(frame: pd.DataFrame, folder: Path, only_models: list[str] | None = None) -> None:
+    """Write the table; ``only_models``: the models ``frame`` was measured for, every other model's rows in the
+    table already on disk are kept."""
+    path = Path(folder) / "variant_cost.csv"
+    if only_models and path.exists():
+        kept = pd.read_csv(path)
+        frame = pd.concat([kept[~kept["model"].isin(only_models)], frame], ignore_index=True)
+    atomic_write_text(frame.to_csv(index=False), path)
     atomic_write_text(cost_markdown(frame), folder / "variant_cost.md")
 
 

@@ -77,13 +77,16 @@ def _config_fields(params: dict) -> dict:
 
 def preset_agreement(df: pd.DataFrame, family_of: dict[str, str], name: str = "best", target: float = 2.0) -> list[str]:
     """Per model, whether ``CGTaylorConfig.preset(name, family)`` is the setting the comparison chose at ``target``:
-    the same form (every field but the threshold and the warm-up) and the same threshold and warm-up."""
+    the same form (every field but the threshold and the warm-up) and the same threshold and warm-up. Only the
+    model's default step count (its highest) is checked: the presets are fitted there, and the lower step counts run
+    a few of the variants only."""
     import json
 
     from ..presets import PRESETS, SEARCHED, preset_values
 
     lines = []
-    for (model, steps), part in df.groupby(["model", "steps"], sort=False):
+    default_steps = df.groupby("model")["steps"].transform("max")
+    for (model, steps), part in df[df["steps"] == default_steps].groupby(["model", "steps"], sort=False):
         family = family_of.get(model)
         if family is None or family not in PRESETS.get(name, {}):
             continue
