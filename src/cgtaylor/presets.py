@@ -15,6 +15,7 @@ from __future__ import annotations
 _PAPER_FORM = dict(forecast="last_block", taylor_formula="taylorseer")
 _MODULES_FORM = dict(forecast="modules", taylor_formula="newton")
 _MODULES_CAPPED_FORM = dict(forecast="modules", taylor_formula="taylorseer")
+_BDF2_HEUN_FORM = dict(forecast="residual", taylor_formula="bdf2_heun")
 
 PRESETS: dict[str, dict[str, dict]] = {
     "paper": {
@@ -23,12 +24,13 @@ PRESETS: dict[str, dict[str, dict]] = {
         "wan": dict(_PAPER_FORM, threshold=0.18, first_block_order=3, last_block_order=1, warmup_steps=6),
     },
     # dit-digits: per-module forecasts with TaylorSeer's expansion and at most four forecasts in a row won the selection
-    # at 2x (protocol revision 2); on test it is still behind diffusers' TaylorSeer
+    # at 2x (protocol revision 2); on test it is still behind diffusers' TaylorSeer. wan-digits: the last-block
+    # residual forecast by BDF2 with a Heun correction won it (protocol revision 2, warm-up grid grown to 12)
     "best": {
         "dit": dict(_MODULES_CAPPED_FORM, threshold=0.02558, first_block_order=3, last_block_order=1,
                     max_consecutive_forecasts=4, warmup_steps=9),
         "flux": dict(_MODULES_FORM, threshold=0.004608, first_block_order=1, last_block_order=2, warmup_steps=8),
-        "wan": dict(_MODULES_FORM, threshold=0.01138, first_block_order=3, last_block_order=2, warmup_steps=12),
+        "wan": dict(_BDF2_HEUN_FORM, threshold=0.00541, first_block_order=3, last_block_order=2, warmup_steps=12),
     },
 }
 
