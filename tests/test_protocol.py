@@ -329,3 +329,15 @@ def test_a_methods_own_grid_grows_once_and_the_warmup_grid_up_to_three_times():
     EntrySearch(entry, {}, [1, 3, 6], evaluator, SampleSet("selection", (0,), 1, 0), [2.0, 3.0], 0.04, 6).run()
     assert {p["last_block_order"] for _, p in evaluator.seen} == {1, 2, 3}
     assert {p["warmup_steps"] for _, p in evaluator.seen} == {1, 3, 6, 9, 12, 15}
+
+
+def test_a_tables_cost_says_when_its_evaluations_predate_timing():
+    from cgtaylor.experiments.comparison import describe_cost
+
+    old = {"evaluations": 9, "timed_evaluations": 0, "evaluation_seconds": 0.0, "references": 2,
+           "timed_references": 2, "reference_seconds": 30.0}
+    assert describe_cost(old) == "not recorded: its 9 evaluations were computed before evaluations recorded their time"
+    mixed = dict(old, timed_evaluations=6, evaluation_seconds=570.0, threads=1)
+    assert describe_cost(mixed) == ("10.0 CPU-minutes, at 1 torch thread(s) per process, for 6 evaluations and 2 "
+                                    "full-compute references; 3 more evaluations were computed before evaluations "
+                                    "recorded their time and are not counted")

@@ -200,12 +200,15 @@ class ModelComparison:
 
 def describe_cost(cost: dict) -> str:
     """One sentence on what a table's evaluations cost when they were computed (from ``<stem>.cost.json``)."""
+    untimed = cost["evaluations"] - cost["timed_evaluations"]
+    if not cost["timed_evaluations"]:
+        return (f"not recorded: its {cost['evaluations']} evaluations were computed before evaluations recorded "
+                "their time")
     minutes = (cost["evaluation_seconds"] + cost["reference_seconds"]) / 60
-    untimed = (cost["evaluations"] - cost["timed_evaluations"]) + (cost["references"] - cost["timed_references"])
-    text = (f"{minutes:.0f} CPU-minutes at {cost.get('threads', 1)} torch thread(s) per process for "
+    text = (f"{minutes:.1f} CPU-minutes, at {cost.get('threads', 1)} torch thread(s) per process, for "
             f"{cost['timed_evaluations']} evaluations and {cost['timed_references']} full-compute references")
     if untimed:
-        text += f"; {untimed} more were computed before evaluations recorded their time and are not counted"
+        text += f"; {untimed} more evaluations were computed before evaluations recorded their time and are not counted"
     return text
 
 
