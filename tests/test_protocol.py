@@ -331,6 +331,19 @@ def test_a_methods_own_grid_grows_once_and_the_warmup_grid_up_to_three_times():
     assert {p["warmup_steps"] for _, p in evaluator.seen} == {1, 3, 6, 9, 12, 15}
 
 
+def test_an_own_grid_whose_top_is_chosen_only_after_the_warmup_grid_grew_still_grows_once():
+    class HighOrderOnceWarm(_FakeEvaluator):
+        def evaluate(self, method, params, sample_set):
+            row = super().evaluate(method, params, sample_set)
+            sign = 1 if params["warmup_steps"] >= 9 else -1  # a higher order pays only after a long warm-up
+            return {**row, "psnr": [row["psnr"][0] + sign * 10 * params["last_block_order"]]}
+
+    evaluator = HighOrderOnceWarm()
+    entry = Entry("cg-taylor", "cg-taylor", grid={"last_block_order": [1, 2]})
+    EntrySearch(entry, {}, [1, 3, 6], evaluator, SampleSet("selection", (0,), 1, 0), [2.0, 3.0], 0.04, 6).run()
+    assert {p["last_block_order"] for _, p in evaluator.seen} == {1, 2, 3}  # grew once, in the second round
+
+
 def test_a_tables_cost_says_when_its_evaluations_predate_timing():
     from cgtaylor.experiments.comparison import describe_cost
 

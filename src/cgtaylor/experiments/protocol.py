@@ -86,7 +86,8 @@ def _mean(values) -> float:
 # Raised whenever a change to the protocol can change what a table holds; each table row records the revision it was
 # computed under, and the results section names tables from an older one. 2: the warm-up grid grows up to
 # GRID_EXTENSIONS times (was once), and the landing bisects across a step of the speedup (was interpolation only).
-PROTOCOL_REVISION = 2
+# 3: a method's own grid grows once in whichever round its top is first chosen (was: only after the first round).
+PROTOCOL_REVISION = 3
 GRID_EXTENSIONS = 3  # a warm-up grid of [3, 6, 9] may reach 18: past that, warm-up is most of a 2x run's full steps
 
 
@@ -153,20 +154,23 @@ class EntrySearch:
 
     def run(self) -> list[Selection]:
         explored: set[str] = set()
+        grown: set[str] = set()  # the method's own grids that grew already
         grid = dict(self.grid)
-        for extension in range(1 + GRID_EXTENSIONS):  # the grid as given, then extended while a choice sits on a top
+        for _ in range(1 + GRID_EXTENSIONS):  # the grid as given, then extended while a choice sits on a top
             for combination in self._combinations(grid):
                 marker = json.dumps(combination, sort_keys=True)
                 if marker not in explored:
                     explored.add(marker)
                     self._explore(combination)
             selections = self._select(grid)
-            # a method's own grids (order, interval, cap) grow once; the shared warm-up grid up to GRID_EXTENSIONS times
-            growing = [k for k in grid if extension == 0 or k == self.spec.warmup]
+            # a method's own grids (order, interval, cap) grow once, in whichever round their top is first chosen; the
+            # shared warm-up grid up to GRID_EXTENSIONS times
+            growing = [k for k in grid if k == self.spec.warmup or k not in grown]
             extended = {k: extend_grid(grid[k], s.params.get(k)) for k in growing for s in selections
                         if len(grid[k]) >= 2 and k not in self.fixed and s.params.get(k) == max(grid[k])}
             if not extended:
                 break
+            grown |= set(extended) - {self.spec.warmup}
             grid = {k: sorted(set(grid[k]) | set(extended.get(k, []))) for k in grid}
         self.grid = grid
         return selections
