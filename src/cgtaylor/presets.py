@@ -13,7 +13,6 @@ on a real checkpoint, keep the form and calibrate the threshold (``calibrate_cg_
 from __future__ import annotations
 
 _PAPER_FORM = dict(forecast="last_block", taylor_formula="taylorseer")
-_MODULES_FORM = dict(forecast="modules", taylor_formula="newton")
 _MODULES_CAPPED_FORM = dict(forecast="modules", taylor_formula="taylorseer")
 _BDF2_HEUN_FORM = dict(forecast="residual", taylor_formula="bdf2_heun")
 
@@ -23,13 +22,14 @@ PRESETS: dict[str, dict[str, dict]] = {
         "flux": dict(_PAPER_FORM, threshold=0.03, first_block_order=1, last_block_order=1, warmup_steps=5),
         "wan": dict(_PAPER_FORM, threshold=0.18, first_block_order=3, last_block_order=1, warmup_steps=6),
     },
-    # dit-digits: per-module forecasts with TaylorSeer's expansion and at most four forecasts in a row won the selection
-    # at 2x (protocol revision 2); on test it is still behind diffusers' TaylorSeer. wan-digits: the last-block
-    # residual forecast by BDF2 with a Heun correction won it (protocol revision 2, warm-up grid grown to 12)
+    # dit-digits and flux-digits: per-module forecasts with TaylorSeer's expansion and a cap on forecasts in a row won
+    # the selection at 2x (protocol revision 3); on DiT's test set it is still behind diffusers' TaylorSeer.
+    # wan-digits: the last-block residual forecast by BDF2 with a Heun correction won it (warm-up grid grown to 12)
     "best": {
         "dit": dict(_MODULES_CAPPED_FORM, threshold=0.02558, first_block_order=3, last_block_order=1,
                     max_consecutive_forecasts=4, warmup_steps=9),
-        "flux": dict(_MODULES_FORM, threshold=0.004608, first_block_order=1, last_block_order=2, warmup_steps=8),
+        "flux": dict(_MODULES_CAPPED_FORM, threshold=0.004404, first_block_order=1, last_block_order=3,
+                     max_consecutive_forecasts=2, warmup_steps=2),
         "wan": dict(_BDF2_HEUN_FORM, threshold=0.00541, first_block_order=3, last_block_order=2, warmup_steps=12),
     },
 }
