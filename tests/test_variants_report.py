@@ -89,6 +89,12 @@ def test_lower_step_counts_run_every_peer_the_reference_and_the_named_variants_o
     assert [e.group for e in lower] == ["cg-taylor", "cg-taylor-b", "fora"]
     assert expected_groups(comparison, {"dit-digits": model_cfg}) == {
         ("dit-digits", 50): every, ("dit-digits", 25): ["cg-taylor", "cg-taylor-b", "fora"]}
+    assert ModelComparison(model_cfg, comparison, "unused", steps=25).tolerance == 0.04  # none set: the main one
+    wider = dict(comparison, tolerance=0.04, lower_step_tolerance=0.05)
+    assert ModelComparison(model_cfg, wider, "unused", steps=25).tolerance == 0.05
+    assert ModelComparison(model_cfg, wider, "unused").tolerance == 0.04
+    with pytest.raises(ValueError, match=r"comparison.lower_step_tolerance must be a number in \(0, 0.5\)"):
+        check_comparison_cfg(dict(comparison, lower_step_tolerance="5%"))
     everything = dict(comparison, lower_step_variants=None)
     assert [e.group for e in ModelComparison(model_cfg, everything, "unused", steps=25).entries()] == every
     with pytest.raises(ValueError, match=r"lower_step_variants names \['fora'\].*accepted: \['cg-taylor', "):
@@ -160,3 +166,11 @@ def test_tables_from_an_older_protocol_revision_are_named():
     assert older_protocol(current) == []
     mixed = pd.concat([current, _frame().assign(model="n", protocol=PROTOCOL_REVISION - 1)])
     assert [line.split(",")[0] for line in older_protocol(mixed)] == ["- n"]
+
+
+def test_the_results_header_names_each_tolerance_with_its_step_counts():
+    from cgtaylor.experiments.report import tolerance_text
+
+    frame = pd.DataFrame({"steps": [50, 50, 25, 28], "tolerance": [0.04, 0.04, 0.05, 0.05]})
+    assert tolerance_text(frame) == "±4% (±5% at 25, 28 steps)"
+    assert tolerance_text(frame.assign(tolerance=0.04)) == "±4%"

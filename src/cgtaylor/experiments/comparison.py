@@ -36,7 +36,7 @@ from .workers import Worker
 
 REFERENCE_GROUP = "cg-taylor"
 COMPARISON_FIELDS = {"targets", "tolerance", "max_evaluations", "warmup_grid", "samples", "entries", "step_counts",
-                     "lower_step_variants", "reference_group", "resamples", "calibration_conditions", "models"}
+                     "lower_step_variants", "lower_step_tolerance", "reference_group", "resamples", "calibration_conditions", "models"}
 
 
 def check_comparison_cfg(cfg: dict) -> dict:
@@ -51,8 +51,10 @@ def check_comparison_cfg(cfg: dict) -> dict:
         if only is not None and (isinstance(only, str) or not only or not all(isinstance(m, str) for m in only)):
             raise ValueError(f"comparison entry {entry.get('group', entry.get('method'))!r}: models must be a "
                              f"non-empty list of model names (e.g. [dit-digits]), got {only!r}")
-    if not 0 < float(cfg.get("tolerance", 0.04)) < 0.5:
-        raise ValueError(f"comparison.tolerance must be in (0, 0.5), got {cfg.get('tolerance')!r}")
+    for field in ("tolerance", "lower_step_tolerance"):
+        value = cfg.get(field)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 0.5):
+            raise ValueError(f"comparison.{field} must be a number in (0, 0.5), got {value!r}")
     _check_lower_step_variants(cfg)
     return cfg
 
@@ -135,9 +137,19 @@ class ModelComparison:
         self.rows_dir = self.results_dir / "comparison" / "rows" / f"{self.name}-{self.steps}steps-{self.workload_id}"
         self.stem = f"{self.name}-{self.steps}steps"
 
+    @property
+    def lower_steps(self) -> bool:
+        return self.steps != int(self.model_cfg.get("num_inference_steps", 50))
+
+    @property
+    def tolerance(self) -> float:
+        """The landing tolerance: ``lower_step_tolerance`` at a lower step count, where a fixed schedule's speedups
+        are coarser (25 steps: 25/8 = 3.125x is the nearest to 3x), else ``tolerance``."""
+        lower = self.cfg.get("lower_step_tolerance") if self.lower_steps else None
+        return float(lower if lower is not None else self.cfg.get("tolerance", 0.04))
+
     def entries(self) -> list[Entry]:
-        lower = self.steps != int(self.model_cfg.get("num_inference_steps", 50))
-        return model_entries(self.cfg, self.model_cfg, lower_steps=lower)
+        return model_entries(self.cfg, self.model_cfg, lower_steps=self.lower_steps)
 
     def run(self) -> pd.DataFrame:
         from tqdm.auto import tqdm
@@ -156,7 +168,7 @@ class ModelComparison:
             bar.set_postfix_str(entry.group)
             base = _entry_base(entry, self.model_cfg.get("method_params") or {})
             search = EntrySearch(entry, base, self.warmup_grid, evaluator, selection, self.cfg["targets"],
-                                 float(self.cfg.get("tolerance", 0.04)), int(self.cfg.get("max_evaluations", 6)))
+                                 self.tolerance, int(self.cfg.get("max_evaluations", 6)))
             chosen = search.run()
             done[position] = (entry, search, [(c, evaluator.evaluate(entry.method, c.params, test)) for c in chosen])
         reference_group = self.cfg.get("reference_group", REFERENCE_GROUP)
@@ -174,7 +186,7 @@ class ModelComparison:
         interval = bootstrap_mean(tested["psnr"])
         return {
             "model": self.name, "steps": self.steps, "group": entry.group, "method": entry.method, "role": entry.role,
-            "target": chosen.target, "tolerance": float(self.cfg.get("tolerance", 0.04)), "params": json.dumps(_shown(chosen.params), sort_keys=True),
+            "target": chosen.target, "tolerance": self.tolerance, "params": json.dumps(_shown(chosen.params), sort_keys=True),
             "selection_speedup": chosen.speedup, "selection_psnr": chosen.psnr, "on_target": chosen.on_target,
             "edges": "; ".join(chosen.edges), "selection_points": evaluated,
             "near_miss": _near_miss_record(chosen.near_miss, reference_points),

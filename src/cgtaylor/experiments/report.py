@@ -211,13 +211,22 @@ def missing_entries(df: pd.DataFrame, expected: dict | None) -> list[str]:
     return lines
 
 
+def tolerance_text(df: pd.DataFrame) -> str:
+    """The landing tolerance(s) of the tables, e.g. "±4% (±5% at 25 steps)"."""
+    by_steps = df.groupby("steps")["tolerance"].max()
+    main = float(df.groupby("steps")["tolerance"].max().loc[by_steps.index.max()])
+    other = {float(t): sorted(int(s) for s in by_steps.index[by_steps == t]) for t in set(by_steps) if t != main}
+    extra = "; ".join(f"±{t:.0%} at {', '.join(map(str, steps))} steps" for t, steps in sorted(other.items()))
+    return f"±{main:.0%}" + (f" ({extra})" if extra else "")
+
+
 def write_results_readme(results_dir: str | os.PathLike = "results", expected: dict | None = None) -> str:
     """``expected``: (model, steps) -> the comparison config's groups for it, to list any its table lacks."""
     results_dir = Path(results_dir)
     df = load_comparison(results_dir)
     if df.empty:
         raise FileNotFoundError(f"no comparison rows under {results_dir / 'comparison'}; run scripts/run_comparison.py")
-    parts = [HEADER.format(machine=df["machine"].iloc[0], tolerance=f"±{float(df['tolerance'].max()):.0%}")]
+    parts = [HEADER.format(machine=df["machine"].iloc[0], tolerance=tolerance_text(df))]
     for (model, steps), part in df.groupby(["model", "steps"], sort=False):
         parts.append(f"### {model}, {steps} steps\n")
         parts.append(f"Test set: {int(part['n_test'].max())} samples. Cells: test PSNR (dB) [95% interval] @ test FLOPs "
