@@ -74,6 +74,11 @@ def _check_lower_step_variants(cfg: dict) -> None:
                          f"comparison; accepted: {variants}")
 
 
+def default_steps(model_cfg: dict) -> int:
+    """The model's own step count; any other step count in the comparison is a lower one (the harder regime)."""
+    return int(model_cfg.get("num_inference_steps", 50))
+
+
 def machine() -> str:
     return (f"{platform.machine()} {os.cpu_count()}-core CPU, torch {torch.__version__}, "
             f"diffusers {__import__('diffusers').__version__}")
@@ -118,7 +123,7 @@ class ModelComparison:
         self.model_cfg = _plain(model_cfg)
         self.cfg = check_comparison_cfg(_plain(comparison))
         self.name = self.model_cfg["name"]
-        self.steps = int(steps or self.model_cfg.get("num_inference_steps", 50))
+        self.steps = int(steps or default_steps(self.model_cfg))
         if self.steps < 2:
             raise ValueError(f"comparison steps must be >= 2, got {self.steps}")
         self.results_dir = Path(results_dir)
@@ -139,7 +144,7 @@ class ModelComparison:
 
     @property
     def lower_steps(self) -> bool:
-        return self.steps != int(self.model_cfg.get("num_inference_steps", 50))
+        return self.steps != default_steps(self.model_cfg)
 
     @property
     def tolerance(self) -> float:
@@ -197,15 +202,14 @@ class ModelComparison:
             "machine": machine(), "protocol": PROTOCOL_REVISION,
         }
 
-    def write(self, frame: pd.DataFrame, cost: dict | None = None) -> None:
+    def write(self, frame: pd.DataFrame, cost: dict) -> None:
         out = self.results_dir / "comparison"
         atomic_write_text(frame.to_csv(index=False), out / f"{self.stem}.csv")
-        if cost is not None:
-            atomic_write_text(json.dumps(cost, indent=1), out / f"{self.stem}.cost.json")
+        atomic_write_text(json.dumps(cost, indent=1), out / f"{self.stem}.cost.json")
         shown = [c for c in frame.columns if c not in ("test_psnr_per_sample", "machine")]
         text = [f"# Equal-footing comparison: {self.name}, {self.steps} steps\n",
                 f"Machine: {machine()}. Selection and test sets: {self.samples}. Warm-up grid: {self.warmup_grid}.\n",
-                *([f"Compute: {describe_cost(cost)}\n"] if cost is not None else []),
+                f"Compute: {describe_cost(cost)}\n",
                 to_markdown(frame, shown)]
         atomic_write_text("\n".join(text), out / f"{self.stem}.md")
 
@@ -305,9 +309,9 @@ def expected_groups(comparison: dict, model_cfgs: dict) -> dict:
     out = {}
     for name, model_cfg in model_cfgs.items():
         model_cfg = _plain(model_cfg)
-        default_steps = int(model_cfg.get("num_inference_steps", 50))
-        for steps in [default_steps, *comparison.get("step_counts", {}).get(name, [])]:
-            entries = model_entries(comparison, model_cfg, lower_steps=steps != default_steps)
+        own = default_steps(model_cfg)
+        for steps in [own, *comparison.get("step_counts", {}).get(name, [])]:
+            entries = model_entries(comparison, model_cfg, lower_steps=steps != own)
             out[(name, steps)] = [entry.group for entry in entries]
     return out
 

@@ -214,7 +214,7 @@ def missing_entries(df: pd.DataFrame, expected: dict | None) -> list[str]:
 def tolerance_text(df: pd.DataFrame) -> str:
     """The landing tolerance(s) of the tables, e.g. "±4% (±5% at 25 steps)"."""
     by_steps = df.groupby("steps")["tolerance"].max()
-    main = float(df.groupby("steps")["tolerance"].max().loc[by_steps.index.max()])
+    main = float(by_steps.loc[by_steps.index.max()])
     other = {float(t): sorted(int(s) for s in by_steps.index[by_steps == t]) for t in set(by_steps) if t != main}
     extra = "; ".join(f"±{t:.0%} at {', '.join(map(str, steps))} steps" for t, steps in sorted(other.items()))
     return f"±{main:.0%}" + (f" ({extra})" if extra else "")
