@@ -53,6 +53,8 @@ def test_widgets_redraw_on_every_change(explorer):
     assert timeline.startswith(b"\x89PNG") and "steps computed" in readout
     widgets["cgtaylor-threshold"].value = 1.0
     assert bytes(widgets["cgtaylor-timeline"].value) != timeline and widgets["cgtaylor-readout"].value != readout
+    widgets["cgtaylor-forecast-budget"].value = 0.5  # half of the 6 steps forecast, whatever the threshold
+    assert "3/6 steps computed" in widgets["cgtaylor-readout"].value, widgets["cgtaylor-readout"].value
     widgets["cgtaylor-model-name"].value = "flux-digits"
     assert all(isinstance(c, str) for c in widgets["cgtaylor-condition"].options)
     readout = widgets["cgtaylor-readout"].value

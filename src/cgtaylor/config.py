@@ -10,6 +10,7 @@ import torch
 from .checks import compute_dtype
 from .error_feedback import check_error_feedback
 from .forecast_bases import HERMITE_SCALE
+from .forecast_budget import check_forecast_budget
 from .gate_scope import check_gate_scope
 from .threshold_schedule import as_threshold_schedule
 
@@ -111,6 +112,11 @@ class CGTaylorConfig:
         gate_scope: ``"shared"`` (under CFG the uncond pass follows the cond pass's decisions; one error over
             the batch), ``"per_branch"`` (each cache context decides from its own error) or ``"per_sample"``
             (each context decides on the largest per-sample error) (:mod:`cgtaylor.gate_scope`).
+        forecast_budget: the share of each run's steps that is forecast, exactly: ``round(share * steps)`` steps
+            (at most every step after the warm-up but the last), whatever the prompt, so the run's FLOPs are fixed
+            before it starts. The gate still chooses which steps: its threshold is scaled by how far the run is
+            behind or ahead of its budget (:mod:`cgtaylor.forecast_budget`). Needs the step count (a pipeline, the
+            cache context or ``num_inference_steps``). Not with ``compute_steps``. None: no budget.
 
     A config is immutable once built (the hooks read it while sampling, and every value was checked here):
     ``config.with_updates(threshold=0.1)`` gives a checked copy.
@@ -134,6 +140,7 @@ class CGTaylorConfig:
     threshold_schedule: tuple[float, float] | None = None
     error_feedback: str = "none"
     gate_scope: str = "shared"
+    forecast_budget: float | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.threshold, bool) or not isinstance(self.threshold, (int, float)):
@@ -178,6 +185,10 @@ class CGTaylorConfig:
                              f"schedule replaces the threshold), got {self.threshold_schedule!r}")
         check_error_feedback(self.error_feedback, self.forecast)
         check_gate_scope(self.gate_scope)
+        self.forecast_budget = check_forecast_budget(self.forecast_budget)
+        if self.forecast_budget is not None and self.compute_steps is not None:
+            raise ValueError("CGTaylorConfig.forecast_budget must be None when compute_steps is set (a forced "
+                             f"schedule fixes every step itself), got {self.forecast_budget!r}")
 
     def __setattr__(self, name: str, value) -> None:
         if self.__dict__.get("_checked"):

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 @dataclass(frozen=True)
 class GateDecision:
     compute: bool
-    reason: str  # first | last | warmup | no_history | cap | error | forecast | scheduled
+    reason: str  # first | last | warmup | no_history | budget | cap | error | forecast | scheduled
 
 
 def decide(
@@ -22,11 +22,14 @@ def decide(
     consecutive_forecasts: int,
     max_consecutive_forecasts: int | None,
     compute_steps: tuple[int, ...] | None = None,
+    budget_forced: bool | None = None,
 ) -> GateDecision:
     """Whether step ``step`` is computed in full. Returns Python bools only, never tensors.
 
     With a forced schedule (``compute_steps``) the listed steps are computed and every other step is forecast
     wherever the forecaster has history; the warm-up, last-step, cap and error rules do not apply.
+    ``budget_forced`` is a forecast budget's verdict for this step (:meth:`.forecast_budget.Budget.forced`): True
+    computes it, False forecasts it (before the cap: the budget is exact), None leaves it to the cap and the error.
     """
     if step == 0:
         return GateDecision(True, "first")
@@ -38,6 +41,8 @@ def decide(
         return GateDecision(True, "warmup")
     if first_block_error is None or not last_block_ready:
         return GateDecision(True, "no_history")
+    if budget_forced is not None:
+        return GateDecision(budget_forced, "budget")
     if max_consecutive_forecasts is not None and consecutive_forecasts >= max_consecutive_forecasts:
         return GateDecision(True, "cap")
     if not first_block_error < threshold:  # NaN errors compute in full

@@ -19,6 +19,7 @@ from . import _diffusers
 from .blocks import block_metadata, hidden_output, identity_output
 from .config import CGTaylorConfig
 from .error_feedback import apply_feedback, feedback_scale
+from .forecast_budget import Budget
 from .gate import GateDecision, SharedDecisions, decide
 from .gate_scope import follows_leader, measure_error
 from .parallel import context_parallel_group, relative_l1
@@ -56,6 +57,7 @@ class CGTaylorState(BaseState):
         self.last_timestep: float | torch.Tensor | None = None  # a tensor until its value is needed
         self.last_step_index: int | None = None
         self.consecutive_forecasts = 0
+        self.forecasts = 0  # forecast steps so far in this trajectory (forecast_budget counts them)
         self.decision = GateDecision(True, "first")
         self.first_output: torch.Tensor | None = None
         self.record: StepRecord | None = None
@@ -162,6 +164,11 @@ class CGTaylorController:
         follows = follows_leader(config.gate_scope) and not self.shared.is_leader(name)
         decision = self.shared.lookup(step) if follows else None
         threshold = effective_threshold(config.threshold, config.threshold_schedule, step, state.num_steps)
+        budget = self._budget(state)
+        budget_forced = None
+        if budget is not None and step >= config.warmup_steps and 0 < step < state.num_steps - 1:
+            budget_forced = budget.forced(state.forecasts, step, state.num_steps)
+            threshold *= budget.threshold_scale(state.forecasts, step, state.num_steps)
         if decision is None:
             decision = decide(
                 step=step,
@@ -173,6 +180,7 @@ class CGTaylorController:
                 consecutive_forecasts=state.consecutive_forecasts,
                 max_consecutive_forecasts=config.max_consecutive_forecasts,
                 compute_steps=config.compute_steps,
+                budget_forced=budget_forced,
             )
             if self.shared.is_leader(name):
                 self.shared.record(step, decision)
@@ -188,6 +196,7 @@ class CGTaylorController:
             state.consecutive_forecasts = 0
         else:
             state.consecutive_forecasts += 1
+            state.forecasts += 1
         state.first_output = first_output if config.forecast == "residual" else None
         state.record = StepRecord(
             context=name,
@@ -206,6 +215,15 @@ class CGTaylorController:
                 state.record.first_block_change = relative_l1(state.previous_first, first_output)
             state.previous_first = first_output.detach()
         self.stats.records.append(state.record)
+
+    def _budget(self, state: CGTaylorState) -> Budget | None:
+        share = self.config.forecast_budget
+        if share is None:
+            return None
+        if state.num_steps is None:
+            raise ValueError("CGTaylorConfig.forecast_budget needs the run's step count, and neither the cache context "
+                             "nor a pipeline told it: call through a pipeline, or set num_inference_steps")
+        return Budget.for_run(share, state.num_steps, self.config.warmup_steps)
 
     def _measure_first_block(self, state: CGTaylorState, first_output: torch.Tensor):
         """The first block's forecast, the gate's error (and per-sample errors) and the context parallel group;

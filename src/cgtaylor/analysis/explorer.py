@@ -36,11 +36,13 @@ class ExplorerSettings:
     first_block_order: int = 1
     last_block_order: int = 1
     forecast: str = "residual"
+    forecast_budget: float = 0.0  # the share of steps forecast, exactly; 0: no budget (the threshold alone decides)
 
     def config(self, num_inference_steps: int | None = None) -> CGTaylorConfig:
         """The gate's config; with the step count, so the last step is computed as in the experiment tables."""
         gate = {f.name for f in fields(CGTaylorConfig)}
         values = {f.name: getattr(self, f.name) for f in fields(self) if f.name in gate}
+        values["forecast_budget"] = self.forecast_budget or None
         return CGTaylorConfig(**values, num_inference_steps=num_inference_steps)
 
 

@@ -60,6 +60,8 @@ def _controls(settings: ExplorerSettings, conditions: list) -> dict:
                                         description="last-block order", **slider),
         "forecast": w.ToggleButtons(options=list(FORECAST_MODES), value=settings.forecast, description="forecast",
                                     style=slider["style"]),
+        "forecast_budget": w.FloatSlider(value=settings.forecast_budget, min=0.0, max=0.9, step=0.02,
+                                         readout_format=".2f", description="budget (0: off)", **slider),
     }
 
 

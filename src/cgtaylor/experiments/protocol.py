@@ -5,8 +5,8 @@ the same way:
 
 1. Its discrete parameters are enumerated: the registry's grid for the method (interval, order, ...) and the model's
    ``warmup_grid`` for its warm-up parameter, one list shared by every method that has a warm-up.
-2. For each discrete combination, a method with a continuous knob (a threshold) has that knob searched on the
-   selection set until the FLOPs speedup lands within ``tolerance`` of each target (:func:`.landing.land_knob`);
+2. For each discrete combination, a method with a continuous knob (a threshold, or the parameter the entry names as
+   its ``knob``, e.g. CG-Taylor's ``forecast_budget``) has that knob searched on the selection set until the FLOPs speedup lands within ``tolerance`` of each target (:func:`.landing.land_knob`);
    a method without one contributes its combinations as they are.
 3. At each target, the point with the best mean selection PSNR among those within the tolerance is chosen
    (:func:`.landing.pick`); where none is, the nearest, flagged off-target. A choice at the top of a discrete grid
@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 from .evaluation import SettingEvaluator
 from .landing import land_knob, pick, within
-from .registry import spec
+from .registry import knob_of, spec
 from .sample_sets import SampleSet
 
 
@@ -39,8 +39,9 @@ class Entry:
     grid: dict | None = None
     caveat: str = ""  # why this entry's numbers cannot carry a verdict (e.g. a peer implementation known to be off)
     role: str = "peer"  # "variant": a setting of CG-Taylor itself (an ablation row), not a peer to be beaten
+    knob: str | None = None  # the parameter landed on the targets (None: the method's knob, a threshold)
 
-    FIELDS = ("group", "method", "params", "grid", "caveat", "skip_if", "role", "models")
+    FIELDS = ("group", "method", "params", "grid", "caveat", "skip_if", "role", "models", "knob")
     ROLES = ("peer", "variant")
 
     @classmethod
@@ -55,9 +56,14 @@ class Entry:
         if role not in cls.ROLES:
             raise ValueError(f"comparison entry {values.get('group', values['method'])!r}: role must be one of "
                              f"{list(cls.ROLES)}, got {role!r}")
+        knob = values.get("knob")
+        try:
+            knob_of(values["method"], knob)
+        except ValueError as error:
+            raise ValueError(f"comparison entry {values.get('group', values['method'])!r}: {error}") from None
         return cls(values.get("group", values["method"]), values["method"], dict(values.get("params") or {}),
                    None if values.get("grid") is None else {k: list(v) for k, v in values["grid"].items()},
-                   str(values.get("caveat") or ""), role)
+                   str(values.get("caveat") or ""), role, knob)
 
 
 @dataclass
@@ -112,6 +118,7 @@ class EntrySearch:
         self.targets = [float(t) for t in targets]
         self.tolerance = float(tolerance)
         self.max_evaluations = int(max_evaluations)
+        self.knob, self.knob_range = knob_of(entry.method, entry.knob)
         self.grid = {k: list(v) for k, v in (entry.grid if entry.grid is not None else self.spec.grid).items()}
         if self.spec.warmup and self.spec.warmup not in self.base:
             self.grid[self.spec.warmup] = [int(w) for w in warmup_grid]
@@ -138,11 +145,11 @@ class EntrySearch:
 
     def _explore(self, combination: dict) -> None:
         params = dict(self.base, **combination)
-        knob = self.spec.knob
+        knob = self.knob
         if knob is None or knob in self.base:
             self._measure(params)
             return
-        low, high = self.spec.knob_range
+        low, high = self.knob_range
         known: dict[float, float] = {}
         for target in self.targets:
             landing = land_knob(lambda v: self._measure(dict(params, **{knob: v})).speedup, target, low, high,

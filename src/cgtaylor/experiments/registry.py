@@ -8,7 +8,8 @@ protocol (:mod:`.protocol`):
   and the protocol sweeps all of them over the same per-model list (``model.warmup_grid``), so no method gets a
   warm-up the others cannot have.
 - ``knob``: the continuous parameter (a threshold) that the protocol searches to land on a target speedup; larger is
-  faster. Methods without one are enumerated over their discrete ``grid``.
+  faster. Methods without one are enumerated over their discrete ``grid``. ``other_knobs`` are further parameters an
+  entry may land on instead (CG-Taylor's ``forecast_budget``), each with its range.
 """
 
 from __future__ import annotations
@@ -87,6 +88,7 @@ class MethodSpec:
     warmup: str | None = None  # parameter holding the warm-up in steps
     knob: str | None = None  # continuous parameter searched to a target speedup (larger: faster)
     knob_range: tuple[float, float] | None = None
+    other_knobs: Mapping[str, tuple[float, float]] = field(default_factory=dict)  # knob -> range, chosen by an entry
     grid: Mapping[str, tuple] = field(default_factory=dict)  # discrete parameters enumerated by the protocol
     calibrated: str | None = None  # parameter fitted on the model by a calibration run
     lands_on: str | None = None  # parameter that is the speedup itself: the protocol sets it to each target
@@ -141,10 +143,12 @@ _CG_TAYLOR_PARAMS = {
     "probe_block": _int(1, 1000), "compute_steps": Param((list, tuple), nullable=True),
     "threshold_schedule": Param((list, tuple), nullable=True),
     "error_feedback": Param((str,), choices=ERROR_FEEDBACK_MODES), "gate_scope": Param((str,), choices=GATE_SCOPES),
+    "forecast_budget": Param((int, float), 0.0, 0.999, nullable=True),
 }
 _register(MethodSpec(
     "cg-taylor", "Confidence-Gated Taylor", _CG_TAYLOR_PARAMS,
-    warmup="warmup_steps", knob="threshold", knob_range=(1e-4, 2.0), source="this package"))
+    warmup="warmup_steps", knob="threshold", knob_range=(1e-4, 2.0), other_knobs={"forecast_budget": (0.02, 0.95)},
+    source="this package"))
 _register(MethodSpec(
     "cg-taylor-target", "CG-Taylor with its threshold found for a target speedup or PSNR floor",
     {**_CG_TAYLOR_PARAMS, "target_speedup": _float(1.0, 100.0, nullable=True), "min_psnr": _float(0.0, 200.0, nullable=True),
@@ -165,6 +169,18 @@ def spec(name: str) -> MethodSpec:
     if name not in METHODS:
         raise ValueError(f"unknown method {name!r}; available: {list(METHOD_NAMES)}")
     return METHODS[name]
+
+
+def knob_of(name: str, knob: str | None = None) -> tuple[str | None, tuple[float, float] | None]:
+    """The parameter an entry of method ``name`` lands on, and its range: ``knob`` where given (the method's own knob
+    or one of its ``other_knobs``), else the method's knob."""
+    method = spec(name)
+    if knob is None or knob == method.knob:
+        return method.knob, method.knob_range
+    if knob not in method.other_knobs:
+        accepted = ([method.knob] if method.knob else []) + list(method.other_knobs)
+        raise ValueError(f"method {name!r} cannot land on knob {knob!r}; accepted: {accepted}")
+    return knob, tuple(method.other_knobs[knob])
 
 
 def check_params(name: str, params: Mapping[str, Any]) -> dict:
