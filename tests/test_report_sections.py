@@ -112,3 +112,19 @@ def test_explorer_page_quotes_the_bullets_under_the_titled_command(tmp_path):
     path.write_text("# untitled\n\n" + "\n".join(lines) + "\n")
     with pytest.raises(ValueError, match="names no `scripts/"):
         explorer_section(tmp_path)
+
+
+def test_speed_drift_counts_the_cells_that_left_the_tolerance_on_test():
+    from cgtaylor.experiments.drift import speed_drift
+
+    rows = [  # group, target, selection speedup, test speedup, on target at selection
+        ("gate", 2.0, 1.93, 1.72, True), ("gate", 3.0, 3.07, 3.00, True), ("gate", 3.0, 2.5, 2.0, False),
+        ("budget", 2.0, 2.00, 2.00, True), ("fora", 2.0, 1.92, 1.92, True)]
+    df = pd.DataFrame([dict(group=g, role="peer" if g == "fora" else "variant", target=t, selection_speedup=s,
+                            test_speedup=ts, on_target=o, tolerance=0.04) for g, t, s, ts, o in rows])
+    table = speed_drift(df).set_index("group")
+    assert list(table.index) == ["gate", "budget", "fora"]  # the largest drift first, then by name
+    assert table.loc["gate", "cells"] == 2 and table.loc["gate", "left_tolerance"] == 1  # 1.72x is 14% off 2x
+    assert table.loc["gate", "largest_drift_pct"] == pytest.approx(10.9)
+    assert table.loc["budget", "left_tolerance"] == 0 and table.loc["budget", "largest_drift_pct"] == 0
+    assert table.loc["fora", "role"] == "peer"

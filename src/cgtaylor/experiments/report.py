@@ -18,6 +18,7 @@ import pandas as pd
 
 from ..io import atomic_write_text, read_json_record
 from .comparison import describe_cost, near_miss
+from .drift import speed_drift
 from .report_compile import compile_section
 from .report_explorer import explorer_section
 from .report_real_scale import real_scale_sections
@@ -33,6 +34,7 @@ number below is read from them. Machine: {machine}.
 ## Equal-footing comparison (`results/comparison/`)
 
 Each method is landed on each target FLOPs speedup on a selection set: methods with a threshold have it searched
+(CG-Taylor's budget entries search their forecast budget instead, and sweep the threshold as a discrete setting)
 until the selection speedup is within {tolerance} of the target, for every combination of their discrete settings
 (interval, order) and of the model's warm-up grid, which every method with a warm-up shares (a grid whose top is
 chosen grows past it, the warm-up grid up to three steps, for every method alike); methods without a threshold are enumerated over the
@@ -240,6 +242,10 @@ def write_results_readme(results_dir: str | os.PathLike = "results", expected: d
     parts += variant_sections(df)
     parts += cost_section(results_dir, df)
     parts += ["\n### Interval half-widths (dB) at these sample sizes\n", to_markdown(half_widths(df))]
+    parts += ["\n### How far each method's speedup moved from selection to test\n",
+              "Over every model, step count and target: the cells whose selection speedup landed within the tolerance, "
+              "how many of them left it on the test set (those carry no verdict), and the relative change of the "
+              "speedup (%).\n", to_markdown(speed_drift(df))]
     moved = against_sweeps(df, results_dir)
     if not moved.empty:
         parts += ["\n### The same cells as the sweep tables read them (`results/tables/summary.md`)\n",
