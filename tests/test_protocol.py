@@ -354,3 +354,26 @@ def test_a_tables_cost_says_when_its_evaluations_predate_timing():
     assert describe_cost(mixed) == ("10.0 CPU-minutes, at 1 torch thread(s) per process, for 6 evaluations and 2 "
                                     "full-compute references; 3 more evaluations were computed before evaluations "
                                     "recorded their time and are not counted")
+
+
+def test_untimed_evaluations_are_estimated_from_the_timed_ones_of_the_same_set(tmp_path):
+    from cgtaylor.experiments.compute_cost import cost_table, estimated_seconds
+
+    cost = {"evaluations": 10, "timed_evaluations": 6, "evaluation_seconds": 0.0, "references": 2,
+            "timed_references": 2, "reference_seconds": 30.0,
+            "by_set": {"selection": {"evaluations": 8, "timed_evaluations": 5, "evaluation_seconds": 10.0},
+                       "test": {"evaluations": 2, "timed_evaluations": 1, "evaluation_seconds": 40.0}}}
+    # 30 s of references; selection 10 s + 3 x 2 s; test 40 s + 1 x 40 s (never the overall mean)
+    assert estimated_seconds(cost) == pytest.approx(30 + 16 + 80)
+    nothing_timed = dict(cost, by_set={"test": {"evaluations": 2, "timed_evaluations": 0, "evaluation_seconds": 0.0}})
+    assert estimated_seconds(nothing_timed) is None
+    older = {k: v for k, v in cost.items() if k != "by_set"}  # written before the per-set counts
+    assert estimated_seconds(older) is None
+    assert estimated_seconds(dict(older, timed_evaluations=10, evaluation_seconds=60.0)) == 90.0
+
+    (tmp_path / "comparison").mkdir()
+    (tmp_path / "comparison" / "m-50steps.cost.json").write_text(json.dumps(dict(cost, evaluation_seconds=50.0)))
+    table = cost_table(tmp_path, [("m", 50), ("absent", 25)])
+    assert list(table["model"]) == ["m", "all"]
+    assert table.iloc[0]["untimed"] == 4 and table.iloc[0]["measured_cpu_min"] == pytest.approx(80 / 60, abs=0.05)
+    assert table.iloc[-1]["estimated_cpu_min"] == pytest.approx(126 / 60, abs=0.05)

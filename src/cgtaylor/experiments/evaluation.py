@@ -106,9 +106,17 @@ class SettingEvaluator:
         record them, and of the full-compute references held in memory."""
         timed = [s for s in self.used.values() if s is not None]
         references = [r.get("seconds") for r in self._references.values()]
+        by_set: dict[str, dict] = {}  # a test evaluation runs several batches: its cost is estimated apart
+        for path, seconds in self.used.items():
+            counts = by_set.setdefault(path.parent.name, {"evaluations": 0, "timed_evaluations": 0,
+                                                          "evaluation_seconds": 0.0})
+            counts["evaluations"] += 1
+            if seconds is not None:
+                counts["timed_evaluations"] += 1
+                counts["evaluation_seconds"] += seconds
         return {"evaluations": len(self.used), "timed_evaluations": len(timed), "evaluation_seconds": sum(timed),
                 "references": len(references), "timed_references": sum(s is not None for s in references),
-                "reference_seconds": sum(s for s in references if s is not None)}
+                "reference_seconds": sum(s for s in references if s is not None), "by_set": by_set}
 
     def _run(self, method: str, params: dict, sample_set: SampleSet, reference: dict) -> dict:
         model, transformer = self.model, self.model.transformer

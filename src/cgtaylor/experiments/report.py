@@ -18,6 +18,7 @@ import pandas as pd
 
 from ..io import atomic_write_text, read_json_record
 from .comparison import describe_cost, near_miss
+from .compute_cost import cost_table
 from .drift import speed_drift
 from .report_compile import compile_section
 from .report_explorer import explorer_section
@@ -222,6 +223,22 @@ def tolerance_text(df: pd.DataFrame) -> str:
     return f"±{main:.0%}" + (f" ({extra})" if extra else "")
 
 
+def compute_section(results_dir: Path, tables: list) -> list[str]:
+    costs = cost_table(results_dir, tables)
+    if costs.empty:
+        return []
+    total = costs.iloc[-1]
+    said = ("" if pd.isna(total["estimated_cpu_min"]) else
+            f" From nothing, with its untimed evaluations estimated, the comparison takes about "
+            f"{total['estimated_cpu_min']:.0f} CPU-minutes: about {total['estimated_cpu_min'] / 2:.0f} minutes on two "
+            "cores at one process per core, before the other steps of `reproduce_all.sh`.")
+    return ["\n### What the comparison costs\n",
+            "CPU-minutes per table at one torch thread per process: measured (the evaluations that recorded their "
+            "time, and the full-compute references), and estimated from nothing (each untimed evaluation at the mean "
+            f"of the same table's timed evaluations of the same sample set; `src/cgtaylor/experiments/compute_cost.py`).{said}\n",
+            to_markdown(costs)]
+
+
 def write_results_readme(results_dir: str | os.PathLike = "results", expected: dict | None = None) -> str:
     """``expected``: (model, steps) -> the comparison config's groups for it, to list any its table lacks."""
     results_dir = Path(results_dir)
@@ -238,6 +255,7 @@ def write_results_readme(results_dir: str | os.PathLike = "results", expected: d
         if cost is not None:
             parts.append(f"Compute: {describe_cost(cost)}.\n")
         parts.append(to_markdown(model_table(part)))
+    parts += compute_section(results_dir, list(df.groupby(["model", "steps"], sort=False).groups))
     parts += ["\n### Verdicts (CG-Taylor against each peer)\n", to_markdown(verdict_counts(df))]
     parts += variant_sections(df)
     parts += cost_section(results_dir, df)
