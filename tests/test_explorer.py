@@ -65,3 +65,19 @@ def _walk(widget):
     yield widget
     for child in getattr(widget, "children", ()):
         yield from _walk(child)
+
+
+def test_the_timeline_draws_the_threshold_a_budget_moved(explorer):
+    import matplotlib.pyplot as plt
+
+    from cgtaylor.analysis import plots
+
+    plain = explorer.run(ExplorerSettings(threshold=0.05, warmup_steps=1)).gate.steps
+    budgeted = explorer.run(ExplorerSettings(threshold=0.05, warmup_steps=1, forecast_budget=0.5)).gate.steps
+    measured = budgeted.dropna(subset=["first_block_error"])
+    assert plots.moving_threshold(plain.dropna(subset=["first_block_error"]), 0.05) is None
+    moved = plots.moving_threshold(measured[measured.context == measured.context.iloc[0]], 0.05)
+    assert moved is not None and moved.notna().any()
+    ax = plots.gate_timeline(budgeted, 0.05)
+    assert any("threshold at each step" in line.get_label() for line in ax.get_lines())
+    plt.close(ax.figure)

@@ -24,6 +24,18 @@ def save(fig, path: str | Path) -> Path:
     return path
 
 
+def moving_threshold(measured: pd.DataFrame, threshold: float):
+    """The threshold each measured step was compared with, where a forecast budget or a threshold schedule moved it
+    off ``threshold`` (None where it never moved); zero and infinite values (a budget spent or forcing) are left out of
+    the log-scale axis as NaN."""
+    if "threshold" not in measured or measured["threshold"].isna().all():
+        return None
+    values = measured["threshold"].astype(float)
+    if np.allclose(values.fillna(threshold), threshold):
+        return None
+    return values.where(np.isfinite(values) & (values > 0))
+
+
 def gate_timeline(steps: pd.DataFrame, threshold: float, ax=None, title: str | None = None, extra_thresholds=None):
     """The first-block forecast error per step against the threshold, each step marked full or forecast."""
     ax = ax or plt.subplots(figsize=(9, 3.4))[1]
@@ -37,6 +49,10 @@ def gate_timeline(steps: pd.DataFrame, threshold: float, ax=None, title: str | N
     for step in unmeasured.step:
         ax.axvspan(step - 0.5, step + 0.5, color="tab:red", alpha=0.12, lw=0)
     ax.axhline(threshold, color="k", ls="--", lw=1, label=f"threshold {threshold:g}")
+    moved = moving_threshold(measured, threshold)
+    if moved is not None:
+        ax.step(measured.step, moved, where="mid", color="k", lw=1, alpha=0.6,
+                label="threshold at each step\n(budget pace or schedule)")
     for value, label in (extra_thresholds or {}).items():
         ax.axhline(value, color="tab:purple", ls=":", lw=1.2, label=label)
     ax.set_xlabel("sampling step (index); shaded: warm-up / first step, computed without a gate test")
