@@ -6,8 +6,9 @@ the same way:
 1. Its discrete parameters are enumerated: the registry's grid for the method (interval, order, ...) and the model's
    ``warmup_grid`` for its warm-up parameter, one list shared by every method that has a warm-up.
 2. For each discrete combination, a method with a continuous knob (a threshold, or the parameter the entry names as
-   its ``knob``, e.g. CG-Taylor's ``forecast_budget``) has that knob searched on the selection set until the FLOPs speedup lands within ``tolerance`` of each target (:func:`.landing.land_knob`);
-   a method without one contributes its combinations as they are.
+   its ``knob``, e.g. CG-Taylor's ``forecast_budget``) has that knob searched on the selection set until the FLOPs
+   speedup lands within ``tolerance`` of each target (:func:`.landing.land_knob`); a method without one contributes
+   its combinations as they are.
 3. At each target, the point with the best mean selection PSNR among those within the tolerance is chosen
    (:func:`.landing.pick`); where none is, the nearest, flagged off-target. A choice at the top of a discrete grid
    extends that grid by one value, by the same rule for every method; the shared warm-up grid grows again while the
