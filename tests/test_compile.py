@@ -31,6 +31,14 @@ def test_compiled_equals_eager_and_compiles_once(family, mode, backend):
     assert max(forecast) < min(computed)  # a forecast step runs the skipped blocks' graphs no more
 
 
+def test_a_forecast_budget_compiles_once_and_forecasts_its_count():
+    probe = probe_compile(load_spec(SPECS["dit"], reduced=True), "regional", backend="eager", forecast_budget=0.4)
+    assert probe.same_decisions and probe.max_abs_diff == 0.0
+    assert probe.recompiles == 0 and probe.counts_after == probe.counts_first
+    leader = probe.decisions[0][0]
+    assert sum(not d[2] for d in probe.decisions if d[0] == leader) == 3  # round(0.4 * 8)
+
+
 def test_unknown_compile_mode_is_refused():
     transformer = build_transformer(load_spec("dit-xl-2-256", reduced=True), torch.device("cpu"), torch.float32)
     with pytest.raises(ValueError, match="compile mode must be one of"):

@@ -78,11 +78,12 @@ def _computed_steps(transformer) -> list[bool]:
 
 
 def probe_compile(spec, mode: str, *, backend: str = "inductor", num_steps: int = 8, other_steps: int = 6,
-                  device=torch.device("cpu"), dtype=torch.float32) -> CompileProbe:
-    """Eager CG-Taylor, then the same compiled (``mode``), then three more generations that must not recompile."""
+                  device=torch.device("cpu"), dtype=torch.float32, **gate_options) -> CompileProbe:
+    """Eager CG-Taylor, then the same compiled (``mode``), then three more generations that must not recompile.
+    ``gate_options``: further ``CGTaylorConfig`` fields (e.g. ``forecast_budget``)."""
     transformer = build_transformer(spec, device, dtype)
     config = CGTaylorConfig(**spec.cg_taylor).with_updates(
-        threshold=mixed_threshold(spec, transformer, num_steps), warmup_steps=2)
+        threshold=mixed_threshold(spec, transformer, num_steps), warmup_steps=2, **gate_options)
     apply_cg_taylor(transformer, config)
     driver = Driver(spec, transformer, device, dtype)
 
