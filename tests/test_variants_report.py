@@ -103,6 +103,14 @@ def test_lower_step_counts_run_every_peer_the_reference_and_the_named_variants_o
     with pytest.raises(ValueError, match="lower_step_variants must be a list"):
         check_comparison_cfg(dict(comparison, lower_step_variants="cg-taylor-b"))
 
+    # `variants` limits the variants at every step count (the reference always runs), under lower_step_variants too
+    trimmed = dict(comparison, variants=["cg-taylor-a"])
+    assert [e.group for e in ModelComparison(model_cfg, trimmed, "unused").entries()] == ["cg-taylor", "cg-taylor-a",
+                                                                                           "fora"]
+    assert [e.group for e in ModelComparison(model_cfg, trimmed, "unused", steps=25).entries()] == ["cg-taylor", "fora"]
+    with pytest.raises(ValueError, match=r"comparison.variants names \['cg-taylor-c'\].*accepted: \['cg-taylor', "):
+        check_comparison_cfg(dict(comparison, variants=["cg-taylor-c"], step_counts={"dit-digits": []}))
+
 
 def test_entries_a_table_lacks_are_listed_as_not_yet_measured():
     from cgtaylor.experiments.report import missing_entries

@@ -36,7 +36,8 @@ from .workers import Worker
 
 REFERENCE_GROUP = "cg-taylor"
 COMPARISON_FIELDS = {"targets", "tolerance", "max_evaluations", "warmup_grid", "samples", "entries", "step_counts",
-                     "lower_step_variants", "lower_step_tolerance", "reference_group", "resamples", "calibration_conditions", "models"}
+                     "variants", "lower_step_variants", "lower_step_tolerance", "reference_group", "resamples",
+                     "calibration_conditions", "models"}
 
 
 def check_comparison_cfg(cfg: dict) -> dict:
@@ -60,18 +61,21 @@ def check_comparison_cfg(cfg: dict) -> dict:
 
 
 def _check_lower_step_variants(cfg: dict) -> None:
-    chosen = cfg.get("lower_step_variants")
-    if chosen is None:
-        return
-    variants = sorted({e.get("group", e.get("method")) for e in cfg.get("entries") or [] if e.get("role") == "variant"})
-    if isinstance(chosen, str) or not all(isinstance(g, str) for g in chosen):
-        raise ValueError(f"comparison.lower_step_variants must be a list of variant groups or null (every variant), "
-                         f"got {chosen!r}")
-    unknown = sorted(set(chosen) - set(variants))
     lower_counts = any(counts for counts in (cfg.get("step_counts") or {}).values())
-    if unknown and lower_counts:  # only where a lower step count would run them: a trimmed entry list may drop them
-        raise ValueError(f"comparison.lower_step_variants names {unknown}, which are not variant groups of the "
-                         f"comparison; accepted: {variants}")
+    # `variants` always applies; `lower_step_variants` only where a lower step count would run them (a trimmed entry
+    # list may drop them)
+    for field, applies in (("variants", True), ("lower_step_variants", lower_counts)):
+        chosen = cfg.get(field)
+        if chosen is None:
+            continue
+        variants = sorted({e.get("group", e.get("method")) for e in cfg.get("entries") or [] if e.get("role") == "variant"})
+        if isinstance(chosen, str) or not all(isinstance(g, str) for g in chosen):
+            raise ValueError(f"comparison.{field} must be a list of variant groups or null (every variant), "
+                             f"got {chosen!r}")
+        unknown = sorted(set(chosen) - set(variants))
+        if unknown and applies:
+            raise ValueError(f"comparison.{field} names {unknown}, which are not variant groups of the "
+                             f"comparison; accepted: {variants}")
 
 
 def default_steps(model_cfg: dict) -> int:
@@ -97,11 +101,15 @@ def _entry_base(entry: Entry, method_params: dict) -> dict:
 
 
 def model_entries(comparison: dict, model_cfg: dict, lower_steps: bool = False) -> list[Entry]:
-    """The comparison's entries that apply to a model: not skipped by one of its flags, not limited to others. At a
-    lower step count than the model's default (``lower_steps``), the variants are only the reference and those in
-    ``lower_step_variants`` (null: every variant); every peer runs."""
+    """The comparison's entries that apply to a model: not skipped by one of its flags, not limited to others. The
+    variants are the reference and those in ``variants`` (null: every variant), and at a lower step count than the
+    model's default (``lower_steps``) only those also in ``lower_step_variants`` (null: no further limit); every peer
+    runs."""
     reference_group = comparison.get("reference_group", REFERENCE_GROUP)
-    kept_variants = comparison.get("lower_step_variants") if lower_steps else None
+    kept_variants = comparison.get("variants")
+    lower = comparison.get("lower_step_variants") if lower_steps else None
+    if lower is not None:
+        kept_variants = [g for g in lower if kept_variants is None or g in kept_variants]
     out = []
     for values in comparison["entries"]:
         values = dict(values)
