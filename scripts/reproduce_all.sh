@@ -4,7 +4,7 @@
 # papermill. Installs what it needs into .venv on first use.
 #   bash scripts/reproduce_all.sh            default profile
 #   bash scripts/reproduce_all.sh --full     more conditions and seeds, every sweep point, lower step counts too
-#   bash scripts/reproduce_all.sh --quick    a smoke run of the whole chain (minutes), into results-quick/
+#   bash scripts/reproduce_all.sh --quick    a smoke run of the whole chain, into results-quick/
 #   bash scripts/reproduce_all.sh --verify   the default profile from nothing into results-verify/ (no stored rows or
 #                                            caches are read), then every number compared with results/
 # A stopped run resumes: finished rows, cached references and executed notebooks are kept. A plain rerun re-reads the
