@@ -36,9 +36,9 @@ def check_forecast_budget(value) -> float | None:
     return float(value)
 
 
-def first_gated_step(warmup_steps: int) -> int:
-    """The first step the gate may forecast: step 0 and the warm-up are always computed."""
-    return max(int(warmup_steps), 1)
+def gated_steps(num_steps: int, warmup_steps: int) -> int:
+    """How many steps of a run the gate may forecast: step 0, the warm-up and the last step are always computed."""
+    return max(num_steps - 1 - max(int(warmup_steps), 1), 0)
 
 
 @dataclass(frozen=True)
@@ -50,7 +50,7 @@ class Budget:
 
     @classmethod
     def for_run(cls, share: float, num_steps: int, warmup_steps: int) -> "Budget":
-        gated = max(num_steps - 1 - first_gated_step(warmup_steps), 0)  # the last step is always computed
+        gated = gated_steps(num_steps, warmup_steps)
         return cls(min(int(math.floor(share * num_steps + 0.5)), gated), gated)
 
     def gated_left(self, step: int, num_steps: int) -> int:

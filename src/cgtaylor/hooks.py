@@ -19,7 +19,7 @@ from . import _diffusers
 from .blocks import block_metadata, hidden_output, identity_output
 from .config import CGTaylorConfig
 from .error_feedback import apply_feedback, feedback_scale
-from .forecast_budget import Budget
+from .forecast_budget import Budget, gated_steps
 from .gate import GateDecision, SharedDecisions, decide
 from .gate_scope import follows_leader, measure_error
 from .parallel import context_parallel_group, relative_l1
@@ -135,8 +135,7 @@ class CGTaylorController:
     def _warn_if_nothing_to_skip(self, num_steps: int | None) -> None:
         if num_steps is None or self._warned_steps == num_steps or self.config.compute_steps is not None:
             return  # a forced schedule says itself which steps are computed
-        skippable = num_steps - max(self.config.warmup_steps, 1) - 1
-        if skippable <= 0:
+        if gated_steps(num_steps, self.config.warmup_steps) == 0:
             logger.warning(
                 "CG-Taylor cannot skip any step of a %d-step run with warmup_steps=%d (the first, warm-up and last "
                 "steps are always computed): expect no speedup on few-step samplers",

@@ -56,11 +56,12 @@ def check_comparison_cfg(cfg: dict) -> dict:
         value = cfg.get(field)
         if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 0.5):
             raise ValueError(f"comparison.{field} must be a number in (0, 0.5), got {value!r}")
-    _check_lower_step_variants(cfg)
+    _check_variant_lists(cfg)
     return cfg
 
 
-def _check_lower_step_variants(cfg: dict) -> None:
+def _check_variant_lists(cfg: dict) -> None:
+    variants = sorted({e.get("group", e.get("method")) for e in cfg.get("entries") or [] if e.get("role") == "variant"})
     lower_counts = any(counts for counts in (cfg.get("step_counts") or {}).values())
     # `variants` always applies; `lower_step_variants` only where a lower step count would run them (a trimmed entry
     # list may drop them)
@@ -68,7 +69,6 @@ def _check_lower_step_variants(cfg: dict) -> None:
         chosen = cfg.get(field)
         if chosen is None:
             continue
-        variants = sorted({e.get("group", e.get("method")) for e in cfg.get("entries") or [] if e.get("role") == "variant"})
         if isinstance(chosen, str) or not all(isinstance(g, str) for g in chosen):
             raise ValueError(f"comparison.{field} must be a list of variant groups or null (every variant), "
                              f"got {chosen!r}")
