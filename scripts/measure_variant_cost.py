@@ -61,7 +61,7 @@ def main(argv=None) -> None:
     if frames:
         write_variant_costs(pd.concat(frames, ignore_index=True), folder, only_models=args.models)
         print(f"-> {folder / 'variant_cost.md'}")
-    write_results_readme(args.results_dir, expected_groups(comparison, models))
+    write_results_readme(args.results_dir, expected_groups(comparison, models), args.comparison)
 
 
 if __name__ == "__main__":

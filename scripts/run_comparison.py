@@ -2,7 +2,8 @@
 """The equal-footing comparison: every method landed on each target speedup, tested on held-out samples.
 
     python scripts/run_comparison.py                              # default profile, every model in it
-    python scripts/run_comparison.py comparison=full              # larger sets and the lower step counts too
+    python scripts/run_comparison.py comparison=extended results_dir=results-extended   # every variant, lower step counts
+    python scripts/run_comparison.py comparison=full              # the extended one on larger sets
     python scripts/run_comparison.py comparison.models=[dit-digits] results_dir=results-mine
     python scripts/run_comparison.py comparison.models=[wan-digits] worker=1/2    # second of two processes
     torchrun --nproc-per-node=4 scripts/run_comparison.py                         # four GPUs share the work
@@ -39,7 +40,8 @@ def main(cfg: DictConfig) -> None:
             frame = run_comparison(model_cfg, comparison, cfg.results_dir, steps=steps, progress=cfg.progress,
                                    worker=worker)
             print(f"{name} {steps} steps: {len(frame)} rows")
-    write_results_readme(cfg.results_dir, expected_groups(comparison, model_cfgs))
+    write_results_readme(cfg.results_dir, expected_groups(comparison, model_cfgs),
+                         HydraConfig.get().runtime.choices.get("comparison", "default"))
     print(f"results section -> {cfg.results_dir}/README.md")
 
 

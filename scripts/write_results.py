@@ -28,7 +28,7 @@ def main(argv=None) -> None:
         parser.error(f"--results-dir {args.results_dir} is not a folder")
     comparison = OmegaConf.to_container(compose([f"comparison={args.comparison}"]).comparison, resolve=True)
     models = {name: compose([f"model={name}"]).model for name in comparison["models"]}
-    write_results_readme(args.results_dir, expected_groups(comparison, models))
+    write_results_readme(args.results_dir, expected_groups(comparison, models), args.comparison)
     print(f"-> {args.results_dir / 'README.md'}")
 
 

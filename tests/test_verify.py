@@ -33,3 +33,12 @@ def test_missing_files_and_shapes_fail(tmp_path):
     _write(committed, "y.csv", pd.DataFrame({"flops": [1]}))
     _write(fresh, "y.csv", pd.DataFrame({"flops": [1, 2]}))
     assert sorted(d.kind for d in compare_results(committed, fresh)) == ["missing", "shape"]
+
+
+def test_files_of_benches_outside_reproduce_all_are_listed_as_not_rebuilt_and_do_not_fail(tmp_path):
+    committed, fresh = tmp_path / "a", tmp_path / "b"
+    fresh.mkdir()
+    for name in ("real_scale.csv", "real_scale_dit_repeat.csv", "compile_probe.csv"):
+        _write(committed, name, pd.DataFrame({"flops": [1]}))
+    differences = compare_results(committed, fresh)
+    assert [d.kind for d in differences] == ["other bench"] * 3 and not any(d.fails for d in differences)

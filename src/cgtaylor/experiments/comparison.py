@@ -117,12 +117,26 @@ def model_entries(comparison: dict, model_cfg: dict, lower_steps: bool = False) 
         only = values.pop("models", None)  # an entry that answers a question about some models only
         if any(model_cfg.get(flag) for flag in skip_if) or (only is not None and model_cfg["name"] not in only):
             continue
+        preset = values.pop("preset", None)  # a named CGTaylorConfig preset: its form for the model's family
+        if preset is not None:
+            values["params"] = {**_preset_form(values, preset, model_cfg), **(values.get("params") or {})}
         entry = Entry.from_dict(values)
         if (kept_variants is not None and entry.role == "variant" and entry.group != reference_group
                 and entry.group not in kept_variants):
             continue
         out.append(entry)
     return out
+
+
+def _preset_form(values: dict, preset, model_cfg: dict) -> dict:
+    """Every field of the preset but those the protocol searches (threshold, warm-up), for the model's family."""
+    from ..presets import preset_form
+
+    try:
+        return preset_form(preset, str(model_cfg.get("kind")))
+    except ValueError as error:
+        raise ValueError(f"comparison entry {values.get('group', values.get('method'))!r}: preset: {error} "
+                         f"(model {model_cfg.get('name')!r}, kind {model_cfg.get('kind')!r})") from None
 
 
 class ModelComparison:

@@ -42,7 +42,8 @@ class Entry:
     role: str = "peer"  # "variant": a setting of CG-Taylor itself (an ablation row), not a peer to be beaten
     knob: str | None = None  # the parameter landed on the targets (None: the method's knob, a threshold)
 
-    FIELDS = ("group", "method", "params", "grid", "caveat", "skip_if", "role", "models", "knob")
+    # `skip_if`, `models` and `preset` are read where the entries for one model are chosen (comparison.model_entries)
+    FIELDS = ("group", "method", "params", "grid", "caveat", "skip_if", "role", "models", "knob", "preset")
     ROLES = ("peer", "variant")
 
     @classmethod

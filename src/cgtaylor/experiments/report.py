@@ -23,14 +23,16 @@ from .drift import speed_drift
 from .report_compile import compile_section
 from .report_explorer import explorer_section
 from .report_real_scale import real_scale_sections
+from .run_time import run_time_section
 from .tables import to_markdown
 from .variant_cost import cost_section
 from .variants import best_against_peers, peers_only, preset_agreement, variant_table
 
 HEADER = """# Results
 
-Written by `scripts/write_results.py` (step of `scripts/reproduce_all.sh`) from the rows under `results/`; every
-number below is read from them. Machine: {machine}.
+Written by `scripts/write_results.py` (step of `scripts/reproduce_all.sh`) from the rows under `{folder}/`; every
+number below is read from them. Machine: {machine}. Comparison profile: `{profile}` (`conf/comparison/{profile}.yaml`).
+{scope}
 
 ## Equal-footing comparison (`results/comparison/`)
 
@@ -182,7 +184,8 @@ def against_sweeps(df: pd.DataFrame, results_dir: Path) -> pd.DataFrame:
 
 def measured_sections(results_dir: Path) -> list[str]:
     """The other benches' pages, each from its own file under ``results_dir`` (a line instead where it is absent)."""
-    return [*real_scale_sections(results_dir), compile_section(results_dir), explorer_section(results_dir)]
+    return [run_time_section(results_dir), *real_scale_sections(results_dir), compile_section(results_dir),
+            explorer_section(results_dir)]
 
 
 def older_protocol(df: pd.DataFrame) -> list[str]:
@@ -239,13 +242,28 @@ def compute_section(results_dir: Path, tables: list) -> list[str]:
             to_markdown(costs)]
 
 
-def write_results_readme(results_dir: str | os.PathLike = "results", expected: dict | None = None) -> str:
-    """``expected``: (model, steps) -> the comparison config's groups for it, to list any its table lacks."""
+# The extended profile writes the comparison alone, into its own folder; the other profiles write every bench's page
+COMPARISON_ONLY_PROFILES = ("extended",)
+
+
+def scope_text(profile: str) -> str:
+    if profile in COMPARISON_ONLY_PROFILES:
+        return ("This folder holds the comparison alone (`scripts/reproduce_all.sh --extended`): every variant of "
+                "CG-Taylor, and the lower step counts; the other benches are in `results/README.md`.\n")
+    return ("Every variant of CG-Taylor, and the lower step counts (the harder regime), are compared in "
+            "`results-extended/README.md` (`scripts/reproduce_all.sh --extended`, on the same sample sets).\n")
+
+
+def write_results_readme(results_dir: str | os.PathLike = "results", expected: dict | None = None,
+                         profile: str = "default") -> str:
+    """``expected``: (model, steps) -> the comparison config's groups for it, to list any its table lacks;
+    ``profile``: the conf/comparison profile the rows come from (the extended one writes the comparison alone)."""
     results_dir = Path(results_dir)
     df = load_comparison(results_dir)
     if df.empty:
         raise FileNotFoundError(f"no comparison rows under {results_dir / 'comparison'}; run scripts/run_comparison.py")
-    parts = [HEADER.format(machine=df["machine"].iloc[0], tolerance=tolerance_text(df))]
+    parts = [HEADER.format(machine=df["machine"].iloc[0], tolerance=tolerance_text(df), folder=results_dir.name,
+                           profile=profile, scope=scope_text(profile))]
     for (model, steps), part in df.groupby(["model", "steps"], sort=False):
         parts.append(f"### {model}, {steps} steps\n")
         parts.append(f"Test set: {int(part['n_test'].max())} samples. Cells: test PSNR (dB) [95% interval] @ test FLOPs "
@@ -279,6 +297,7 @@ def write_results_readme(results_dir: str | os.PathLike = "results", expected: d
     atomic_write_text(df.drop(columns=["test_psnr_per_sample"]).to_csv(index=False),
                       results_dir / "comparison" / "summary.csv")
     atomic_write_text(text, results_dir / "comparison" / "summary.md")
-    readme = "\n".join([text, *measured_sections(results_dir)])
+    others = [] if profile in COMPARISON_ONLY_PROFILES else measured_sections(results_dir)
+    readme = "\n".join([text, *others])
     atomic_write_text(readme, results_dir / "README.md")
     return readme

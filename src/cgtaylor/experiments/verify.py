@@ -3,7 +3,8 @@
 ``compare_results(committed_dir, fresh_dir)`` pairs every CSV under ``committed_dir`` with the same file under
 ``fresh_dir`` and compares them cell by cell: FLOPs, step and sample counts exactly; PSNR within ``psnr_db`` dB;
 other scores within ``relative`` of each other; wall-clock columns are listed but never fail the check (a machine's
-timing is not reproducible). Text cells must match, except the machine description.
+timing is not reproducible). Text cells must match, except the machine description. Files that other benches write
+(the GPU benches, the compile probe: not steps of `reproduce_all.sh`) are listed as not rebuilt and do not fail it.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ import pandas as pd
 EXACT = ("flops", "full_steps", "n_test", "num_inference_steps", "steps", "samples", "num_conditions")
 TIMING = ("wall", "seconds", "time", "minutes", "overhead")
 IGNORED_TEXT = ("machine", "platform", "torch_version", "cpu_count", "torch_threads", "weights")
+# results written by benches outside reproduce_all.sh (scripts/bench_real_scale.py on a GPU, scripts/probe_compile.py)
+OTHER_BENCHES = ("real_scale", "compile_probe")
 
 
 @dataclass(frozen=True)
@@ -27,11 +30,11 @@ class Difference:
     column: str
     committed: object
     fresh: object
-    kind: str  # "exact", "psnr", "relative", "text", "timing" (informational), "shape", "missing"
+    kind: str  # "exact", "psnr", "relative", "text", "shape", "missing"; informational: "timing", "other bench"
 
     @property
     def fails(self) -> bool:
-        return self.kind != "timing"
+        return self.kind not in ("timing", "other bench")
 
 
 def _rule(column: str) -> str:
@@ -84,7 +87,8 @@ def compare_results(committed_dir: str | os.PathLike, fresh_dir: str | os.PathLi
             continue
         other = fresh_dir / relative_path
         if not other.exists():
-            out.append(Difference(str(relative_path), -1, "*", "present", "missing", "missing"))
+            kind = "other bench" if path.name.startswith(OTHER_BENCHES) else "missing"
+            out.append(Difference(str(relative_path), -1, "*", "present", "missing", kind))
             continue
         out += compare_frames(str(relative_path), pd.read_csv(path), pd.read_csv(other), **tolerances)
     return out
