@@ -114,7 +114,10 @@ def variant_sections(df: pd.DataFrame) -> list[str]:
 
     agreement = preset_agreement(df, NAME_KIND)
     if agreement:
-        parts += ["\n### The `best` preset against the comparison's choice\n", "\n".join(agreement) + "\n"]
+        parts += ["\n### The `best` preset against the comparison's choice\n",
+                  "The presets were fitted on the extended profile, which runs every variant; a profile with fewer "
+                  "variants (or a preset entry searched on its own, whose warm-up grid grows only by its own choices) "
+                  "may choose otherwise.\n", "\n".join(agreement) + "\n"]
     return parts
 
 
