@@ -4,9 +4,10 @@
 last-block forecast and TaylorSeer's recursion.
 
 ``"best"``: per family, the variant of CG-Taylor with the best selection PSNR at 2x FLOPs speedup in the comparison
-on the family's demo model (``results/README.md``, "The best variant against each peer"), with the threshold and
-warm-up the protocol landed on there. ``scripts/write_results.py`` checks these against the committed comparison
-and says in the results section where the comparison's choice and the preset differ. The zoo's models are small:
+on the family's demo model in the extended profile, which runs every variant (``results-extended/README.md``, "The
+best variant against each peer"), with the threshold and warm-up the protocol landed on there.
+``scripts/write_results.py`` checks these against the committed comparison and says in the results section where the
+comparison's choice and the preset differ. The zoo's models are small:
 on a real checkpoint, keep the form and calibrate the threshold (``calibrate_cg_taylor``).
 """
 
