@@ -42,3 +42,28 @@ def test_files_of_benches_outside_reproduce_all_are_listed_as_not_rebuilt_and_do
         _write(committed, name, pd.DataFrame({"flops": [1]}))
     differences = compare_results(committed, fresh)
     assert [d.kind for d in differences] == ["other bench"] * 3 and not any(d.fails for d in differences)
+
+
+def test_json_cells_are_compared_value_by_value_with_each_numbers_rule(tmp_path):
+    committed, fresh = tmp_path / "a", tmp_path / "b"
+    setting = '{{"threshold": 0.04, "warmup_steps": 6, "selection_psnr": {psnr}}}'
+    base = pd.DataFrame({"params": [setting.format(psnr=48.72507)], "test_psnr_per_sample": ["[48.5189, 37.3917]"]})
+    _write(committed, "comparison/c.csv", base)
+    # rounding in the last digit of a per-sample PSNR or of a setting's score is within the PSNR margin
+    _write(fresh, "comparison/c.csv", base.assign(params=[setting.format(psnr=48.72506)],
+                                                   test_psnr_per_sample=["[48.519, 37.3917]"]))
+    assert compare_results(committed, fresh) == []
+
+    _write(fresh, "comparison/c.csv", base.assign(params=[setting.replace("6", "5").format(psnr=48.72507)],
+                                                   test_psnr_per_sample=["[48.5189, 36.0]"]))
+    assert sorted(d.column for d in compare_results(committed, fresh)) == ["params", "test_psnr_per_sample"]
+
+
+def test_the_same_columns_in_another_order_are_compared_by_name(tmp_path):
+    committed, fresh = tmp_path / "a", tmp_path / "b"
+    base = pd.DataFrame({"model": ["m"], "psnr": [40.0], "ssim": [0.9]})
+    _write(committed, "calibration.csv", base)
+    _write(fresh, "calibration.csv", base[["ssim", "model", "psnr"]])
+    assert compare_results(committed, fresh) == []
+    _write(fresh, "calibration.csv", base[["ssim", "model", "psnr"]].assign(psnr=[39.0]))
+    assert [d.column for d in compare_results(committed, fresh)] == ["psnr"]

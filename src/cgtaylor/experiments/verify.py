@@ -3,12 +3,14 @@
 ``compare_results(committed_dir, fresh_dir)`` pairs every CSV under ``committed_dir`` with the same file under
 ``fresh_dir`` and compares them cell by cell: FLOPs, step and sample counts exactly; PSNR within ``psnr_db`` dB;
 other scores within ``relative`` of each other; wall-clock columns are listed but never fail the check (a machine's
-timing is not reproducible). Text cells must match, except the machine description. Files that other benches write
+timing is not reproducible). Text cells must match, except the machine description; a cell holding JSON (a setting,
+a list of per-sample PSNRs) is compared value by value, each number by the rule of its key or of its column. Files that other benches write
 (the GPU benches, the compile probe: not steps of `reproduce_all.sh`) are listed as not rebuilt and do not fail it.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from dataclasses import dataclass
@@ -60,10 +62,42 @@ def _numbers_differ(a: float, b: float, rule: str, psnr_db: float, relative: flo
     return abs(a - b) > relative * max(abs(a), abs(b), 1e-12)
 
 
+def _json_or_none(text: object):
+    if not isinstance(text, str) or text[:1] not in "[{":
+        return None
+    try:
+        return json.loads(text)
+    except ValueError:
+        return None
+
+
+def _values_differ(a: object, b: object, name: str, psnr_db: float, relative: float) -> bool:
+    """Whether two parsed JSON values differ: dicts key by key (a number by its key's rule), lists item by item."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() != b.keys() or any(_values_differ(a[k], b[k], k, psnr_db, relative) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) != len(b) or any(_values_differ(x, y, name, psnr_db, relative) for x, y in zip(a, b))
+    numbers = (int, float)
+    if isinstance(a, numbers) and isinstance(b, numbers) and not isinstance(a, bool) and not isinstance(b, bool):
+        rule = _rule(name)
+        return rule != "timing" and _numbers_differ(float(a), float(b), rule, psnr_db, relative)
+    return a != b
+
+
+def _text_differs(a: object, b: object, column: str, psnr_db: float, relative: float) -> bool:
+    if pd.isna(a) and pd.isna(b):
+        return False
+    parsed_a, parsed_b = _json_or_none(a), _json_or_none(b)
+    if parsed_a is not None and parsed_b is not None:
+        return _values_differ(parsed_a, parsed_b, column, psnr_db, relative)
+    return str(a) != str(b)
+
+
 def compare_frames(name: str, committed: pd.DataFrame, fresh: pd.DataFrame, psnr_db: float = 0.5,
                    relative: float = 0.02) -> list[Difference]:
-    if committed.shape != fresh.shape or list(committed.columns) != list(fresh.columns):
+    if committed.shape != fresh.shape or set(committed.columns) != set(fresh.columns):
         return [Difference(name, -1, "*", committed.shape, fresh.shape, "shape")]
+    fresh = fresh[list(committed.columns)]  # a column written in another place is the same column
     out = []
     for column in committed.columns:
         if column in IGNORED_TEXT:
@@ -72,7 +106,7 @@ def compare_frames(name: str, committed: pd.DataFrame, fresh: pd.DataFrame, psnr
         rule = _rule(column) if numeric else "text"
         for row, (a, b) in enumerate(zip(committed[column], fresh[column])):
             differ = (_numbers_differ(float(a), float(b), rule, psnr_db, relative) if numeric
-                      else str(a) != str(b) and not (pd.isna(a) and pd.isna(b)))
+                      else _text_differs(a, b, column, psnr_db, relative))
             if differ:
                 out.append(Difference(name, row, column, a, b, rule))
     return out
