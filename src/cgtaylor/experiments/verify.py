@@ -3,9 +3,10 @@
 ``compare_results(committed_dir, fresh_dir)`` pairs every CSV under ``committed_dir`` with the same file under
 ``fresh_dir`` and compares them cell by cell: FLOPs, step and sample counts exactly; PSNR within ``psnr_db`` dB;
 other scores within ``relative`` of each other; wall-clock columns are listed but never fail the check (a machine's
-timing is not reproducible). Text cells must match, except the machine description; a cell holding JSON (a setting,
-a list of per-sample PSNRs) is compared value by value, each number by the rule of its key or of its column. Files that other benches write
-(the GPU benches, the compile probe: not steps of `reproduce_all.sh`) are listed as not rebuilt and do not fail it.
+timing is not reproducible). Columns are matched by name. Text cells must match, except the machine description; a
+cell holding JSON (a setting, a list of per-sample PSNRs) is compared value by value, each number by the rule of its
+key or of its column. Files that other benches write (the GPU benches, the compile probe: not steps of
+`reproduce_all.sh`) are listed as not rebuilt and do not fail it.
 """
 
 from __future__ import annotations
@@ -97,7 +98,7 @@ def compare_frames(name: str, committed: pd.DataFrame, fresh: pd.DataFrame, psnr
                    relative: float = 0.02) -> list[Difference]:
     if committed.shape != fresh.shape or set(committed.columns) != set(fresh.columns):
         return [Difference(name, -1, "*", committed.shape, fresh.shape, "shape")]
-    fresh = fresh[list(committed.columns)]  # a column written in another place is the same column
+    fresh = fresh[list(committed.columns)]  # the same columns in another order: compared by name
     out = []
     for column in committed.columns:
         if column in IGNORED_TEXT:
