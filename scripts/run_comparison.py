@@ -34,12 +34,13 @@ def main(cfg: DictConfig) -> None:
     worker = Worker.parse(cfg.worker)
     overrides = [o for o in HydraConfig.get().overrides.task if not o.lstrip("+~").startswith("model=")]
     model_cfgs = {name: compose([f"model={name}", *overrides]).model for name in comparison["models"]}
-    for name, model_cfg in model_cfgs.items():
-        default_steps = int(model_cfg.num_inference_steps)
-        for steps in [default_steps, *comparison.get("step_counts", {}).get(name, [])]:
-            frame = run_comparison(model_cfg, comparison, cfg.results_dir, steps=steps, progress=cfg.progress,
-                                   worker=worker)
-            print(f"{name} {steps} steps: {len(frame)} rows")
+    tables = [(name, steps) for name, model_cfg in model_cfgs.items()
+              for steps in [int(model_cfg.num_inference_steps), *comparison.get("step_counts", {}).get(name, [])]]
+    # each worker starts on a different model's table, so no core waits at the end of one for the other to finish it
+    for name, steps in (tables[i] for i in worker.order(len(tables))):
+        frame = run_comparison(model_cfgs[name], comparison, cfg.results_dir, steps=steps, progress=cfg.progress,
+                               worker=worker)
+        print(f"{name} {steps} steps: {len(frame)} rows")
     write_results_readme(cfg.results_dir, expected_groups(comparison, model_cfgs),
                          HydraConfig.get().runtime.choices.get("comparison", "default"))
     print(f"results section -> {cfg.results_dir}/README.md")

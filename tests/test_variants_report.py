@@ -182,3 +182,17 @@ def test_the_results_header_names_each_tolerance_with_its_step_counts():
     frame = pd.DataFrame({"steps": [50, 50, 25, 28], "tolerance": [0.04, 0.04, 0.05, 0.05]})
     assert tolerance_text(frame) == "±4% (±5% at 25, 28 steps)"
     assert tolerance_text(frame.assign(tolerance=0.04)) == "±4%"
+
+
+def test_half_widths_name_the_test_size_that_reaches_one_db():
+    from cgtaylor.experiments.report import half_widths
+
+    frame = pd.DataFrame([
+        dict(model="m", steps=50, target=2.0, n_test=8, test_psnr_low=40.0, test_psnr_high=46.0,
+             difference_low=-1.0, difference_high=3.0),   # PSNR half-width 3 dB: 8 * 3**2 samples
+        dict(model="m", steps=50, target=3.0, n_test=40, test_psnr_low=30.0, test_psnr_high=31.0,
+             difference_low=0.0, difference_high=1.2),    # both under 1 dB: the set as it is
+    ])
+    table = half_widths(frame).set_index("target")
+    assert table.loc[2.0, "max_psnr_half_width"] == 3.0 and table.loc[2.0, "max_difference_half_width"] == 2.0
+    assert table.loc[2.0, "n_test_for_1_db"] == 72 and table.loc[3.0, "n_test_for_1_db"] == 40

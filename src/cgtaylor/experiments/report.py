@@ -11,6 +11,8 @@ the gate explorer in a browser.
 
 from __future__ import annotations
 
+import math
+
 import os
 from pathlib import Path
 
@@ -121,13 +123,22 @@ def variant_sections(df: pd.DataFrame) -> list[str]:
     return parts
 
 
+HALF_WIDTH_GOAL = 1.0  # dB: the interval half-width the sample sizes are meant to reach
+
+
 def half_widths(df: pd.DataFrame) -> pd.DataFrame:
+    """The widest PSNR and paired-difference intervals per cell, and the test-set size that would bring the wider of
+    the two to ``HALF_WIDTH_GOAL`` if it shrinks as 1/sqrt(n), as a bootstrap interval of a mean does."""
     widths = df.assign(psnr_half_width=(df["test_psnr_high"] - df["test_psnr_low"]) / 2,
                        difference_half_width=(df["difference_high"] - df["difference_low"]) / 2)
-    return (widths.groupby(["model", "steps", "target"])
-            .agg(n_test=("n_test", "max"), max_psnr_half_width=("psnr_half_width", "max"),
-                 max_difference_half_width=("difference_half_width", "max"))
-            .reset_index())
+    table = (widths.groupby(["model", "steps", "target"])
+             .agg(n_test=("n_test", "max"), max_psnr_half_width=("psnr_half_width", "max"),
+                  max_difference_half_width=("difference_half_width", "max"))
+             .reset_index())
+    widest = table[["max_psnr_half_width", "max_difference_half_width"]].max(axis=1)
+    needed = (table["n_test"] * (widest / HALF_WIDTH_GOAL) ** 2).apply(math.ceil)
+    table["n_test_for_1_db"] = needed.where(widest > HALF_WIDTH_GOAL, table["n_test"]).astype(int)
+    return table
 
 
 def caveats(df: pd.DataFrame) -> list[str]:
@@ -280,7 +291,9 @@ def write_results_readme(results_dir: str | os.PathLike = "results", expected: d
     parts += ["\n### Verdicts (CG-Taylor against each peer)\n", to_markdown(verdict_counts(df))]
     parts += variant_sections(df)
     parts += cost_section(results_dir, df)
-    parts += ["\n### Interval half-widths (dB) at these sample sizes\n", to_markdown(half_widths(df))]
+    parts += ["\n### Interval half-widths (dB) at these sample sizes\n",
+              f"`n_test_for_1_db`: the test samples that would bring the wider interval to {HALF_WIDTH_GOAL:g} dB, "
+              "extrapolated as 1/sqrt(n) from this run.\n", to_markdown(half_widths(df))]
     parts += ["\n### How far each method's speedup moved from selection to test\n",
               "Over every model, step count and target: the cells whose selection speedup landed within the tolerance, "
               "how many of them left it on the test set (those carry no verdict), and the relative change of the "

@@ -3,7 +3,8 @@
 A table's rows and a comparison's evaluations are files guarded by per-file locks (:func:`cgtaylor.io.computed_once`),
 so any number of processes can run the same table into one results folder and each file is computed once. What
 makes them useful together is the order: worker ``rank`` of ``world`` starts with the items ``rank, rank + world,
-...`` and only then walks the others, where it mostly reads what the other workers wrote (or waits on their lock).
+...`` and only then walks the others' from the last one back, where it mostly reads what the other workers wrote
+(or computes what they have not reached yet).
 Every worker ends with the whole table and writes the same files.
 
 Under ``torchrun`` the worker comes from the launcher's ``RANK`` / ``WORLD_SIZE`` and the GPU from ``LOCAL_RANK``;
@@ -43,9 +44,14 @@ class Worker:
         return cls.parse(f"{rank}/{world}")
 
     def order(self, count: int) -> list[int]:
-        """Indices of ``count`` items: this worker's share first, then the others' in their order."""
+        """Indices of ``count`` items: this worker's share first, then the others' from the last one back.
+
+        The others' owners reach their last items last, so a worker that finishes its share early computes those
+        itself and meets the owners in the middle; walked from the front it would queue behind them on the item
+        they are computing (a comparison entry's search is a sequence of evaluations, so one core would idle).
+        """
         own = list(range(self.rank, count, self.world))
-        return own + [i for i in range(count) if i % self.world != self.rank]
+        return own + [i for i in reversed(range(count)) if i % self.world != self.rank]
 
     def bind_device(self) -> str | None:
         """Under torchrun on a GPU machine, make ``cuda`` mean this process's GPU; returns it (None on a CPU)."""
