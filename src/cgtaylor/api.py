@@ -80,8 +80,9 @@ def apply_cg_taylor(target, config: CGTaylorConfig | None = None) -> None:
             )
         blocks = find_blocks(transformer)  # validates before anything is changed
         _check_probe_block(config.probe_block, transformer, len(blocks.blocks))
+        first_forecast_block = 0 if config.decide_ahead else config.probe_block
         if config.forecast == "modules":
-            for block in blocks.blocks[config.probe_block:]:
+            for block in blocks.blocks[first_forecast_block:]:
                 block_children(block)  # raises for a block class whose children it does not know
         remove_cg_taylor(transformer)
         controller = CGTaylorController(config, steps_provider, transformer)
@@ -92,7 +93,8 @@ def apply_cg_taylor(target, config: CGTaylorConfig | None = None) -> None:
             FirstBlockHook(controller), FIRST_BLOCK_HOOK
         )
         if config.forecast == "modules":
-            _register_module_hooks(controller, blocks, config.probe_block)
+            # deciding ahead, the first block's children are forecast too: a forecast step runs no block in full
+            _register_module_hooks(controller, blocks, first_forecast_block)
         else:
             for block in blocks.skipped_after(config.probe_block):
                 HookRegistry.check_if_exists_or_initialize(block).register_hook(

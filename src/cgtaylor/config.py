@@ -8,6 +8,7 @@ from dataclasses import dataclass, fields, replace
 import torch
 
 from .checks import compute_dtype
+from .decide_ahead import check_decide_ahead
 from .error_feedback import check_error_feedback
 from .forecast_bases import HERMITE_SCALE
 from .forecast_budget import check_forecast_budget
@@ -117,6 +118,11 @@ class CGTaylorConfig:
             before it starts. The gate still chooses which steps: its threshold is scaled by how far the run is
             behind or ahead of its budget (:mod:`cgtaylor.forecast_budget`). Needs the step count (a pipeline, the
             cache context or ``num_inference_steps``). Not with ``compute_steps``. None: no budget.
+        decide_ahead: each computed step plans how many of the next steps are forecast, from the first block's
+            forecast error measured there and grown with the distance, so a forecast step runs no first block
+            (:mod:`cgtaylor.decide_ahead`). Needs ``forecast`` ``"last_block"`` or ``"modules"`` and probe_block 1;
+            not with ``compute_steps``, ``forecast_budget`` or ``error_feedback``. Without a known step count a
+            plan covers at most ``max_consecutive_forecasts`` steps (one without a cap).
 
     A config is immutable once built (the hooks read it while sampling, and every value was checked here):
     ``config.with_updates(threshold=0.1)`` gives a checked copy.
@@ -141,6 +147,7 @@ class CGTaylorConfig:
     error_feedback: str = "none"
     gate_scope: str = "shared"
     forecast_budget: float | None = None
+    decide_ahead: bool = False
 
     def __post_init__(self) -> None:
         if isinstance(self.threshold, bool) or not isinstance(self.threshold, (int, float)):
@@ -189,6 +196,7 @@ class CGTaylorConfig:
         if self.forecast_budget is not None and self.compute_steps is not None:
             raise ValueError("CGTaylorConfig.forecast_budget must be None when compute_steps is set (a forced "
                              f"schedule fixes every step itself), got {self.forecast_budget!r}")
+        check_decide_ahead(self)
 
     def __setattr__(self, name: str, value) -> None:
         if self.__dict__.get("_checked"):

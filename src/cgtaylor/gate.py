@@ -8,7 +8,9 @@ from dataclasses import dataclass
 @dataclass(frozen=True)
 class GateDecision:
     compute: bool
-    reason: str  # first | last | warmup | no_history | budget | cap | error | forecast | scheduled
+    # first | last | warmup | no_history | budget | cap | error | forecast | scheduled; deciding ahead (decide_ahead):
+    # planned (forecast as a computed step planned) | pending (before the first block) | refresh (the plan ran out)
+    reason: str
 
 
 def decide(

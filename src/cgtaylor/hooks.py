@@ -18,6 +18,7 @@ from diffusers.hooks.hooks import BaseState, CacheContext, ModelHook, StateManag
 from . import _diffusers
 from .blocks import block_metadata, hidden_output, identity_output
 from .config import CGTaylorConfig
+from .decide_ahead import forecasts_ahead
 from .error_feedback import apply_feedback, feedback_scale
 from .forecast_budget import Budget, gated_steps
 from .gate import GateDecision, SharedDecisions, decide
@@ -59,6 +60,7 @@ class CGTaylorState(BaseState):
         self.consecutive_forecasts = 0
         self.forecasts = 0  # forecast steps so far in this trajectory (forecast_budget counts them)
         self.decision = GateDecision(True, "first")
+        self.planned_through = -1  # decide_ahead: the last step this context's plan forecasts
         self.first_output: torch.Tensor | None = None
         self.record: StepRecord | None = None
         self.gamma: torch.Tensor | None = None  # error_feedback="scale": this step's per-sample scale
@@ -131,6 +133,32 @@ class CGTaylorController:
         state.calls += 1
         state.last_timestep = timestep
         state.last_step_index = state.step
+        if self.config.decide_ahead:
+            self._begin_planned_step(state, context.name)
+
+    def _begin_planned_step(self, state: CGTaylorState, name: str) -> None:
+        """decide_ahead: settle before any block runs whether a computed step planned this one as a forecast."""
+        step = state.step
+        if follows_leader(self.config.gate_scope) and not self.shared.is_leader(name):
+            recorded = self.shared.lookup(step)
+            planned = recorded is not None and not recorded.compute
+        else:
+            planned = step <= state.planned_through
+        if not (planned and step > 0 and state.forecaster_ready):
+            state.decision = GateDecision(True, "pending")  # decided after the first block, which computes
+            return
+        state.decision = GateDecision(False, "planned")
+        state.gamma = None
+        state.consecutive_forecasts += 1
+        state.forecasts += 1
+        state.record = StepRecord(context=name, step=step, timestep=state.last_timestep,
+                                  computed=self.config.analysis, reason="planned", would_compute=False
+                                  if self.config.analysis else None)
+        self.stats.records.append(state.record)
+
+    def skips_probe(self) -> bool:
+        """Whether the first block is skipped too: a step planned ahead, forecast from the last block's ladder."""
+        return self.config.decide_ahead and self.config.forecast == "last_block" and self._state().skipping
 
     def _warn_if_nothing_to_skip(self, num_steps: int | None) -> None:
         if num_steps is None or self._warned_steps == num_steps or self.config.compute_steps is not None:
@@ -159,7 +187,13 @@ class CGTaylorController:
             state.first.clear()  # batch or resolution changed without a new trajectory being seen
             state.last.clear()
             state.modules.clear()
+        if config.decide_ahead and not state.decision.compute:
+            # a step planned ahead (reached here in analysis mode, or with forecast="modules"): nothing to decide
+            if config.analysis:
+                self._record_analysis(state, first_output, self._measure_first_block(state, first_output)[1])
+            return
         first_forecast, error, sample_errors, group = self._measure_first_block(state, first_output)
+        distance = None if state.first.last_step is None else step - state.first.last_step
         follows = follows_leader(config.gate_scope) and not self.shared.is_leader(name)
         decision = self.shared.lookup(step) if follows else None
         threshold = effective_threshold(config.threshold, config.threshold_schedule, step, state.num_steps)
@@ -181,10 +215,14 @@ class CGTaylorController:
                 compute_steps=config.compute_steps,
                 budget_forced=budget_forced,
             )
+            if config.decide_ahead and not decision.compute:
+                decision = GateDecision(True, "refresh")  # the plan made no forecast of this step
             if self.shared.is_leader(name):
                 self.shared.record(step, decision)
         elif not decision.compute and not state.forecaster_ready:
             decision = GateDecision(True, "no_history")
+        if config.decide_ahead and not follows:
+            self._plan_ahead(state, name, error, distance)
 
         state.decision = decision
         state.gamma = None
@@ -210,10 +248,36 @@ class CGTaylorController:
         )
         if config.analysis:
             state.record.would_compute = decision.compute
-            if state.previous_first is not None and state.previous_first.shape == first_output.shape:
-                state.record.first_block_change = relative_l1(state.previous_first, first_output)
-            state.previous_first = first_output.detach()
+        self._record_analysis(state, first_output, error)
         self.stats.records.append(state.record)
+
+    def _record_analysis(self, state: CGTaylorState, first_output: torch.Tensor, error: float | None) -> None:
+        if not self.config.analysis:
+            return
+        if state.record.first_block_error is None:
+            state.record.first_block_error = error
+        if state.previous_first is not None and state.previous_first.shape == first_output.shape:
+            state.record.first_block_change = relative_l1(state.previous_first, first_output)
+        state.previous_first = first_output.detach()
+
+    def _plan_ahead(self, state: CGTaylorState, name: str, error: float | None, distance: int | None) -> None:
+        """decide_ahead, on a computed step: which of the next steps are forecast (:mod:`cgtaylor.decide_ahead`)."""
+        config, step = self.config, state.step
+        cap = config.max_consecutive_forecasts
+        if state.num_steps is not None:
+            candidates = range(max(step + 1, config.warmup_steps), state.num_steps - 1)
+        else:
+            candidates = range(max(step + 1, config.warmup_steps), step + 1 + (cap or 1))
+        if candidates and candidates.start > step + 1:
+            candidates = range(0)  # the warm-up is not over: the plan must start at the next step
+        thresholds = [effective_threshold(config.threshold, config.threshold_schedule, s, state.num_steps)
+                      for s in candidates[:cap]]
+        count = forecasts_ahead(error=error, measured_distance=distance or 0, order=config.first_block_order,
+                                thresholds=thresholds, cap=cap)
+        state.planned_through = step + count
+        if follows_leader(config.gate_scope) and self.shared.is_leader(name):
+            for planned in range(step + 1, step + count + 1):
+                self.shared.record(planned, GateDecision(False, "planned"))
 
     def _budget(self, state: CGTaylorState) -> Budget | None:
         share = self.config.forecast_budget
@@ -228,7 +292,9 @@ class CGTaylorController:
         """The first block's forecast, the gate's error (and per-sample errors) and the context parallel group;
         all None where the error is not measured at this step."""
         config = self.config
-        measured = state.step >= config.warmup_steps or config.analysis or config.compute_steps is not None
+        # deciding ahead, the last warm-up step measures too: its plan covers the first steps after the warm-up
+        first_measured = config.warmup_steps - 1 if config.decide_ahead else config.warmup_steps
+        measured = state.step >= first_measured or config.analysis or config.compute_steps is not None
         if not (state.first.ready and measured):
             return None, None, None, None
         # Under context parallelism all ranks sum the error over their shards: one decision for all.
@@ -337,6 +403,8 @@ class _BlockHook(ModelHook):
 
 class FirstBlockHook(_BlockHook):
     def new_forward(self, module, *args, **kwargs):
+        if self.controller.skips_probe():
+            return self._pass_through(args, kwargs)
         output = self.fn_ref.original_forward(*args, **kwargs)
         self.controller.after_first_block(self._hidden(output))
         return output

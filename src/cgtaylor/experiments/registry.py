@@ -143,7 +143,7 @@ _CG_TAYLOR_PARAMS = {
     "probe_block": _int(1, 1000), "compute_steps": Param((list, tuple), nullable=True),
     "threshold_schedule": Param((list, tuple), nullable=True),
     "error_feedback": Param((str,), choices=ERROR_FEEDBACK_MODES), "gate_scope": Param((str,), choices=GATE_SCOPES),
-    "forecast_budget": Param((int, float), 0.0, 0.999, nullable=True),
+    "forecast_budget": Param((int, float), 0.0, 0.999, nullable=True), "decide_ahead": _BOOL,
 }
 _register(MethodSpec(
     "cg-taylor", "Confidence-Gated Taylor", _CG_TAYLOR_PARAMS,
