@@ -7,6 +7,7 @@ import torch
 
 pytest.importorskip("cache_dit")
 
+from cgtaylor.blocks import find_blocks
 from cgtaylor.experiments import hooks as skip_hooks
 from cgtaylor.experiments.cache_dit_peer import (
     CACHE_DIT_VARIANTS, apply_cache_dit, cache_dit_stats, remove_cache_dit, supported,
@@ -33,6 +34,7 @@ def test_variant_caches_repeats_and_comes_off_bit_for_bit(kind, variant):
 
     model, conditions, plain = _tiny(kind)
     keys = set(model.transformer.state_dict())
+    blocks_before = find_blocks(model.transformer).names
     apply_cache_dit(model.transformer, variant, **CACHING)
     first = model(conditions, num_inference_steps=STEPS, seed=0)
     stats = cache_dit_stats(model.transformer)
@@ -49,6 +51,8 @@ def test_variant_caches_repeats_and_comes_off_bit_for_bit(kind, variant):
     assert torch.equal(first, second)
     assert torch.equal(after, plain)
     assert set(model.transformer.state_dict()) == keys and "forward" not in vars(model.transformer)
+    # the next method finds the blocks in execution order (FLUX: the dual-stream list before the single-stream one)
+    assert find_blocks(model.transformer).names == blocks_before
 
 
 @pytest.mark.parametrize("kind", KINDS)

@@ -124,7 +124,7 @@ class CacheDitHook(_diffusers.StatefulModelHook):
     def initialize_hook(self, module):
         cd = _cache_dit_library()
         self._attrs = {m: dict(vars(m)) for m in module.modules()}
-        self._submodules = {m: set(m._modules) for m in module.modules()}
+        self._submodules = {m: list(m._modules) for m in module.modules()}  # in order: find_blocks reads it
         adapter = cd.get_adapter(module)  # applies cache-dit's patch functor for the class, if any
         patterns = adapter.forward_pattern if isinstance(adapter.forward_pattern, list) else [adapter.forward_pattern]
         expected = LAYOUTS[type(module).__name__][0]
@@ -168,8 +168,13 @@ class CacheDitHook(_diffusers.StatefulModelHook):
             for name, value in before.items():  # e.g. a `forward` left by an earlier diffusers hook, then patched
                 if vars(m).get(name) is not value:
                     setattr(m, name, value)
-            for name in set(m._modules) - self._submodules[m]:
+            for name in set(m._modules) - set(self._submodules[m]):
                 del m._modules[name]
+            # cache-dit sets a block list anew on disable, which moves it to the end of the children: FLUX's dual
+            # blocks then came after its single blocks, and the next method hooked the blocks out of order
+            children = dict(m._modules)
+            m._modules.clear()
+            m._modules.update({name: children[name] for name in self._submodules[m] if name in children})
 
     def _stats(self, module) -> dict:
         manager = _cache_dit.context_manager(module)
