@@ -16,11 +16,12 @@ def _write(folder, name, frame):
 def test_flops_exact_psnr_within_margin_and_timing_only_listed(tmp_path):
     committed, fresh = tmp_path / "a", tmp_path / "b"
     base = pd.DataFrame({"method": ["x", "y"], "flops": [100, 200], "psnr": [40.0, 30.0], "wall_speedup": [2.0, 3.0],
-                         "ssim": [0.9, 0.8], "machine": ["one", "one"]})
+                         "ssim": [0.9, 0.8], "machine": ["one", "one"], "calibration_s": [10.0, 8.0]})
     _write(committed, "tables/t.csv", base)
-    _write(fresh, "tables/t.csv", base.assign(psnr=[40.3, 30.0], wall_speedup=[2.5, 3.0], machine=["two", "two"]))
+    _write(fresh, "tables/t.csv", base.assign(psnr=[40.3, 30.0], wall_speedup=[2.5, 3.0], machine=["two", "two"],
+                                              calibration_s=[12.0, 8.0]))
     differences = compare_results(committed, fresh)
-    assert [d.kind for d in differences] == ["timing"] and not differences[0].fails
+    assert [d.kind for d in differences] == ["timing", "timing"] and not any(d.fails for d in differences)
 
     _write(fresh, "tables/t.csv", base.assign(flops=[101, 200], psnr=[41.0, 30.0], method=["x", "z"]))
     kinds = sorted(d.kind for d in compare_results(committed, fresh))

@@ -42,7 +42,7 @@ class Difference:
 
 def _rule(column: str) -> str:
     name = column.lower()
-    if any(word in name for word in TIMING):
+    if any(word in name for word in TIMING) or name.endswith("_s"):  # `_s`: seconds, as in calibration_s
         return "timing"
     if any(word in name for word in EXACT):
         return "exact"
