@@ -10,7 +10,9 @@ from cgtaylor import CGTaylorConfig, apply_cg_taylor, cg_taylor_stats, remove_cg
 from cgtaylor.blocks import find_blocks
 from cgtaylor.decide_ahead import forecasts_ahead
 from cgtaylor.experiments.registry import check_params
-from tiny_pipelines import tiny_dit_pipeline, tiny_wan_pipeline, wan_prompt_embeds
+from tiny_pipelines import sample_tiny_dit, tiny_wan_pipeline, wan_prompt_embeds
+
+STEPS, LABELS = 16, [1, 3]  # the tiny DiT's run
 
 # --- the plan on fixed numbers ------------------------------------------------------------------------------------
 
@@ -63,21 +65,15 @@ def test_the_comparison_accepts_the_option():
         check_params("cg-taylor", {"decide_ahead": 1})
 
 
-# --- on tiny pipelines ------------------------------------------------------------------------------------------
+# --- on tiny pipelines: a DiT (cond and uncond in one batch) and a Wan (cond and uncond as two passes) ---------
 
-STEPS, LABELS = 16, [1, 3]
-
-
-@pytest.fixture(scope="module")
-def dit():
-    pipe = tiny_dit_pipeline()
-    yield pipe
-    remove_cg_taylor(pipe)
+@pytest.fixture
+def dit(tiny_dit):
+    return tiny_dit
 
 
 def run_dit(pipe):
-    return pipe(class_labels=LABELS, num_inference_steps=STEPS, guidance_scale=1.5,
-                generator=torch.Generator().manual_seed(0), output_type="pt").images
+    return sample_tiny_dit(pipe, LABELS, STEPS)
 
 
 def count_calls(module):

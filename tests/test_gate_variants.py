@@ -14,7 +14,7 @@ from cgtaylor.gate_scope import largest
 from cgtaylor.parallel import relative_l1, relative_l1_per_sample
 from cgtaylor.taylor import TaylorLadder
 from cgtaylor.threshold_schedule import effective_threshold
-from tiny_pipelines import tiny_dit_pipeline, tiny_wan_pipeline, wan_prompt_embeds
+from tiny_pipelines import sample_tiny_dit, tiny_wan_pipeline, wan_prompt_embeds
 
 VARIANTS = [dict(threshold_schedule=(0.5, 2.0)), dict(error_feedback="scale"), dict(gate_scope="per_branch"),
             dict(gate_scope="per_sample")]
@@ -138,16 +138,13 @@ def test_per_sample_errors_are_each_samples_relative_l1():
 DIT_STEPS, DIT_LABELS = 16, [1, 3]
 
 
-@pytest.fixture(scope="module")
-def dit():
-    pipe = tiny_dit_pipeline()
-    yield pipe
-    remove_cg_taylor(pipe)
+@pytest.fixture
+def dit(tiny_dit):
+    return tiny_dit
 
 
 def run_dit(pipe):
-    return pipe(class_labels=DIT_LABELS, num_inference_steps=DIT_STEPS, guidance_scale=1.5,
-                generator=torch.Generator().manual_seed(0), output_type="pt").images
+    return sample_tiny_dit(pipe, DIT_LABELS, DIT_STEPS)
 
 
 @pytest.mark.parametrize("variant", VARIANTS, ids=lambda v: "-".join(map(str, v.values())))

@@ -119,3 +119,9 @@ def wan_prompt_embeds(batch: int = 1, seed: int = 0):
         prompt_embeds=torch.randn(batch, 8, 32, generator=g),
         negative_prompt_embeds=torch.randn(batch, 8, 32, generator=g),
     )
+
+
+def sample_tiny_dit(pipe, labels, steps: int, seed: int = 0):
+    """Images of the tiny DiT pipeline at CFG 1.5, as tensors in [0, 1]."""
+    return pipe(class_labels=list(labels), num_inference_steps=steps, guidance_scale=1.5,
+                generator=torch.Generator().manual_seed(seed), output_type="pt").images
