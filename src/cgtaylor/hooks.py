@@ -148,7 +148,6 @@ class CGTaylorController:
             state.decision = GateDecision(True, "pending")  # decided after the first block, which computes
             return
         state.decision = GateDecision(False, "planned")
-        state.gamma = None
         state.consecutive_forecasts += 1
         state.forecasts += 1
         state.record = StepRecord(context=name, step=step, timestep=state.last_timestep,
@@ -193,7 +192,6 @@ class CGTaylorController:
                 self._record_analysis(state, first_output, self._measure_first_block(state, first_output)[1])
             return
         first_forecast, error, sample_errors, group = self._measure_first_block(state, first_output)
-        distance = None if state.first.last_step is None else step - state.first.last_step
         follows = follows_leader(config.gate_scope) and not self.shared.is_leader(name)
         decision = self.shared.lookup(step) if follows else None
         threshold = effective_threshold(config.threshold, config.threshold_schedule, step, state.num_steps)
@@ -222,7 +220,7 @@ class CGTaylorController:
         elif not decision.compute and not state.forecaster_ready:
             decision = GateDecision(True, "no_history")
         if config.decide_ahead and not follows:
-            self._plan_ahead(state, name, error, distance)
+            self._plan_ahead(state, name, error)
 
         state.decision = decision
         state.gamma = None
@@ -260,20 +258,19 @@ class CGTaylorController:
             state.record.first_block_change = relative_l1(state.previous_first, first_output)
         state.previous_first = first_output.detach()
 
-    def _plan_ahead(self, state: CGTaylorState, name: str, error: float | None, distance: int | None) -> None:
-        """decide_ahead, on a computed step: which of the next steps are forecast (:mod:`cgtaylor.decide_ahead`)."""
+    def _plan_ahead(self, state: CGTaylorState, name: str, error: float | None) -> None:
+        """decide_ahead, on a computed step (before its refresh): which of the next steps are forecast
+        (:mod:`cgtaylor.decide_ahead`)."""
         config, step = self.config, state.step
         cap = config.max_consecutive_forecasts
-        if state.num_steps is not None:
-            candidates = range(max(step + 1, config.warmup_steps), state.num_steps - 1)
-        else:
-            candidates = range(max(step + 1, config.warmup_steps), step + 1 + (cap or 1))
-        if candidates and candidates.start > step + 1:
-            candidates = range(0)  # the warm-up is not over: the plan must start at the next step
+        first = step + 1
+        end = state.num_steps - 1 if state.num_steps is not None else first + (cap or 1)
+        candidates = range(first, end) if first >= config.warmup_steps else range(0)  # a plan starts after the warm-up
         thresholds = [effective_threshold(config.threshold, config.threshold_schedule, s, state.num_steps)
                       for s in candidates[:cap]]
-        count = forecasts_ahead(error=error, measured_distance=distance or 0, order=config.first_block_order,
-                                thresholds=thresholds, cap=cap)
+        last_refresh = state.first.last_step
+        count = forecasts_ahead(error=error, measured_distance=0 if last_refresh is None else step - last_refresh,
+                                order=config.first_block_order, thresholds=thresholds, cap=cap)
         state.planned_through = step + count
         if follows_leader(config.gate_scope) and self.shared.is_leader(name):
             for planned in range(step + 1, step + count + 1):

@@ -168,10 +168,9 @@ class CacheDitHook(_diffusers.StatefulModelHook):
             for name, value in before.items():  # e.g. a `forward` left by an earlier diffusers hook, then patched
                 if vars(m).get(name) is not value:
                     setattr(m, name, value)
-            for name in set(m._modules) - set(self._submodules[m]):
-                del m._modules[name]
-            # cache-dit sets a block list anew on disable, which moves it to the end of the children: FLUX's dual
-            # blocks then came after its single blocks, and the next method hooked the blocks out of order
+            # the children as they were, in their order: cache-dit's additions dropped, and a block list it set anew
+            # (which moves it to the end: FLUX's dual blocks after its single blocks, so the next method hooked the
+            # blocks out of order) back in its place
             children = dict(m._modules)
             m._modules.clear()
             m._modules.update({name: children[name] for name in self._submodules[m] if name in children})

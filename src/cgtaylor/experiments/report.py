@@ -12,7 +12,6 @@ the gate explorer in a browser.
 from __future__ import annotations
 
 import math
-
 import os
 from pathlib import Path
 
