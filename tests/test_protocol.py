@@ -6,6 +6,7 @@ import json
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from cgtaylor.experiments.bootstrap import Interval, bootstrap_mean, paired_difference, verdict
@@ -378,3 +379,23 @@ def test_untimed_evaluations_are_estimated_from_the_timed_ones_of_the_same_set(t
     assert list(table["model"]) == ["m", "all"]
     assert table.iloc[0]["untimed"] == 4 and table.iloc[0]["measured_cpu_min"] == pytest.approx(80 / 60, abs=0.05)
     assert table.iloc[-1]["estimated_cpu_min"] == pytest.approx(126 / 60, abs=0.05)
+
+
+def test_a_larger_test_set_costs_in_proportion_and_serves_both_targets(tmp_path):
+    from cgtaylor.experiments.compute_cost import test_set_cost
+
+    cost = {"evaluations": 6, "timed_evaluations": 5, "evaluation_seconds": 0.0, "references": 1,
+            "timed_references": 1, "reference_seconds": 30.0,
+            "by_set": {"selection": {"evaluations": 2, "timed_evaluations": 2, "evaluation_seconds": 600.0},
+                       "test": {"evaluations": 4, "timed_evaluations": 3, "evaluation_seconds": 180.0}}}
+    (tmp_path / "comparison").mkdir()
+    (tmp_path / "comparison" / "m-50steps.cost.json").write_text(json.dumps(cost))
+    needed = pd.DataFrame([dict(model="m", steps=50, target=2.0, n_test=8, n_test_for_1_db=16),
+                           dict(model="m", steps=50, target=3.0, n_test=8, n_test_for_1_db=40),
+                           dict(model="absent", steps=50, target=2.0, n_test=8, n_test_for_1_db=9)])
+    table = test_set_cost(tmp_path, needed)
+    assert list(table["model"]) == ["m"]  # no cost file, no row
+    row = table.iloc[0]
+    # the test set now: 3 timed evaluations of 60 s and one untimed at their mean = 4 min; the larger size (40) is 5x
+    assert row["n_test_for_goal"] == 40 and row["test_cpu_min"] == 4.0
+    assert row["test_cpu_min_at_goal"] == 20.0 and row["added_cpu_min"] == 16.0

@@ -19,7 +19,7 @@ import pandas as pd
 
 from ..io import atomic_write_text, read_json_record
 from .comparison import describe_cost, near_miss
-from .compute_cost import cost_table
+from .compute_cost import cost_table, test_set_cost
 from .drift import speed_drift
 from .report_compile import compile_section
 from .report_explorer import explorer_section
@@ -138,6 +138,21 @@ def half_widths(df: pd.DataFrame) -> pd.DataFrame:
     needed = (table["n_test"] * (widest / HALF_WIDTH_GOAL) ** 2).apply(math.ceil)
     table["n_test_for_1_db"] = needed.where(widest > HALF_WIDTH_GOAL, table["n_test"]).astype(int)
     return table
+
+
+def half_width_section(results_dir: Path, df: pd.DataFrame) -> list[str]:
+    widths = half_widths(df)
+    parts = ["\n### Interval half-widths (dB) at these sample sizes\n",
+             f"`n_test_for_1_db`: the test samples that would bring the wider interval to {HALF_WIDTH_GOAL:g} dB, "
+             "extrapolated as 1/sqrt(n) from this run.\n", to_markdown(widths)]
+    sizes = test_set_cost(results_dir, widths)
+    if not sizes.empty:
+        added = sizes["added_cpu_min"].sum()
+        parts += ["\nWhat those test sets would cost: a table's test set serves both targets, so it takes the larger "
+                  "size; its evaluations grow in proportion (CPU-minutes at one torch thread, from this run's "
+                  f"`<table>.cost.json`). In all, {added:.0f} CPU-minutes more than this run's test sets: about "
+                  f"{added / 2:.0f} minutes more on two cores.\n", to_markdown(sizes)]
+    return parts
 
 
 def caveats(df: pd.DataFrame) -> list[str]:
@@ -290,9 +305,7 @@ def write_results_readme(results_dir: str | os.PathLike = "results", expected: d
     parts += ["\n### Verdicts (CG-Taylor against each peer)\n", to_markdown(verdict_counts(df))]
     parts += variant_sections(df)
     parts += cost_section(results_dir, df)
-    parts += ["\n### Interval half-widths (dB) at these sample sizes\n",
-              f"`n_test_for_1_db`: the test samples that would bring the wider interval to {HALF_WIDTH_GOAL:g} dB, "
-              "extrapolated as 1/sqrt(n) from this run.\n", to_markdown(half_widths(df))]
+    parts += half_width_section(results_dir, df)
     parts += ["\n### How far each method's speedup moved from selection to test\n",
               "Over every model, step count and target: the cells whose selection speedup landed within the tolerance, "
               "how many of them left it on the test set (those carry no verdict), and the relative change of the "
