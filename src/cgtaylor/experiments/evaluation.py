@@ -88,10 +88,17 @@ class SettingEvaluator:
     def calibration_file(self, method: str) -> Path:
         return self.calibration_dir / f"{method}-calibration-v2-{self.steps}.json"
 
+    def row_path(self, method: str, params: dict, sample_set: SampleSet) -> Path:
+        key = digest([method, params, sample_set.identity(), self.steps])
+        return self.rows_dir / sample_set.name / f"{method}-{key}.json"
+
+    def stored(self, method: str, params: dict, sample_set: SampleSet) -> dict | None:
+        """The evaluation as stored, without computing it (None where it was never computed)."""
+        return _read_row(self.row_path(method, params, sample_set))
+
     def evaluate(self, method: str, params: dict, sample_set: SampleSet) -> dict:
         reference = self.reference(sample_set)
-        key = digest([method, params, sample_set.identity(), self.steps])
-        path = self.rows_dir / sample_set.name / f"{method}-{key}.json"
+        path = self.row_path(method, params, sample_set)
 
         def compute() -> dict:
             self.computed += 1
