@@ -5,6 +5,9 @@
 #   bash scripts/reproduce_all.sh            default profile
 #   bash scripts/reproduce_all.sh --extended the comparison alone with every variant and the lower step counts, on the
 #                                            default profile's sample sets, into results-extended/ (about 3 hours)
+#   bash scripts/reproduce_all.sh --reach    the comparison alone at 3x and 4x (every peer, the project default, the
+#                                            paper's form, the `best` preset) into results-reach/, reading the 3x
+#                                            evaluations stored under results/
 #   bash scripts/reproduce_all.sh --full     more conditions and seeds, every sweep point, every variant, lower step
 #                                            counts too
 #   bash scripts/reproduce_all.sh --quick    a smoke run of the whole chain, into results-quick/
@@ -23,12 +26,13 @@ verify=false
 comparison_only=false
 case "${1:-}" in
   --extended) profile=extended; results="$root/results-extended"; comparison_only=true ;;
+  --reach) profile=reach; results="$root/results-reach"; comparison_only=true ;;
   --full) profile=full; zoo_eval=(--n-images 480 --n-videos 40 --repeats 3) ;;
   --quick) profile=quick; results="$root/results-quick"; zoo_eval=(--n-images 4 --n-videos 2 --steps 10 --repeats 1)
            guidance_eval=(--n-images 16 --strengths 1 1.5) ;;
   --verify) verify=true; results="$root/results-verify"; rm -rf "$results" ;;
   "") ;;
-  *) echo "usage: $0 [--extended|--full|--quick|--verify]" >&2; exit 2 ;;
+  *) echo "usage: $0 [--extended|--reach|--full|--quick|--verify]" >&2; exit 2 ;;
 esac
 python="$("$root/scripts/ensure_env.sh")"
 cd "$root"
@@ -56,10 +60,16 @@ in_parallel() {
   return "$status"
 }
 
+if [ "$profile" = reach ] && [ -d "$root/results/comparison/rows" ]; then
+  # the default profile's evaluations (a row's file name is the key of its setting, sample set and step count)
+  mkdir -p "$results/comparison" && cp -rn "$root/results/comparison/rows" "$results/comparison/"
+fi
 step "1/7 equal-footing comparison and the results section (profile $profile)"
 in_parallel scripts/run_comparison.py comparison="$profile" results_dir="$results"
-step "2/7 what a forecast step of each CG-Taylor variant costs, and its cache memory"
-"$python" scripts/measure_variant_cost.py --comparison "$profile" --results-dir "$results" --threads "$workers"
+if [ "$profile" != reach ]; then
+  step "2/7 what a forecast step of each CG-Taylor variant costs, and its cache memory"
+  "$python" scripts/measure_variant_cost.py --comparison "$profile" --results-dir "$results" --threads "$workers"
+fi
 if [ "$comparison_only" = true ]; then
   step "done: the comparison in $results/README.md"
   exit 0

@@ -196,3 +196,30 @@ def test_half_widths_name_the_test_size_that_reaches_one_db():
     table = half_widths(frame).set_index("target")
     assert table.loc[2.0, "max_psnr_half_width"] == 3.0 and table.loc[2.0, "max_difference_half_width"] == 2.0
     assert table.loc[2.0, "n_test_for_1_db"] == 72 and table.loc[3.0, "n_test_for_1_db"] == 40
+
+
+def test_reach_compares_the_gate_at_the_higher_target_with_the_best_peer_at_the_lower_one():
+    from cgtaylor.experiments.variants import reach_against_peers
+
+    base = [30.0 + 0.1 * i for i in range(20)]
+
+    def at(target, group, role, selection_psnr, scores, **extra):
+        return dict(_row(group, role, selection_psnr, scores, speedup=target), target=float(target), **extra)
+
+    frame = pd.DataFrame([
+        at(2, "peer-a", "peer", 45.0, [v + 2 for v in base]),
+        at(2, "peer-b", "peer", 47.0, [v + 1 for v in base]),                  # best on selection, not on test
+        at(2, "peer-c", "peer", 50.0, [v + 9 for v in base], caveat="broken"),  # a caveat never counts
+        at(3, "peer-a", "peer", 35.0, base),
+        at(3, "cg-taylor", "variant", 40.0, [v + 1 for v in base]),            # level with peer-b at 2x
+        at(3, "cg-taylor-x", "variant", 44.0, [v + 3 for v in base]),          # best variant on selection: shown
+        at(3, "cg-taylor-y", "variant", 41.0, [v + 5 for v in base]),          # neither: left out
+        at(3, "cg-taylor-best", "variant", 39.0, base, on_target=False),
+    ])
+    reach = reach_against_peers(frame, resamples=2000).set_index("CG-Taylor entry")
+    assert set(reach.index) == {"cg-taylor", "cg-taylor-x", "cg-taylor-best"}
+    assert (reach["best peer at the lower target"] == "peer-b").all() and (reach["targets"] == "3x against 2x").all()
+    assert reach.loc["cg-taylor", "verdict"] == "level" and reach.loc["cg-taylor", "it − peer (dB)"] == 0.0
+    assert reach.loc["cg-taylor-x", "verdict"] == "ahead" and reach.loc["cg-taylor-x", "it − peer (dB)"] == 2.0
+    assert reach.loc["cg-taylor-best", "verdict"].startswith("n/a: off target")
+    assert reach_against_peers(frame[frame["target"] == 3.0]).empty  # one target: nothing to reach

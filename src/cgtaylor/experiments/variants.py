@@ -9,10 +9,12 @@ peer's by the same paired bootstrap and verdict rules as the project default's.
 
 from __future__ import annotations
 
+import json
 import math
 
 import pandas as pd
 
+from .bootstrap import paired_difference, verdict
 from .comparison import add_verdicts
 
 
@@ -65,6 +67,54 @@ def best_against_peers(df: pd.DataFrame, resamples: int = 10000) -> pd.DataFrame
             "low": scored["difference_low"].astype(float).round(1),
             "high": scored["difference_high"].astype(float).round(1), "verdict": scored["verdict"]}))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def _best_on_selection(part: pd.DataFrame) -> pd.Series | None:
+    candidates = part[part["on_target"].astype(bool)]
+    if "caveat" in candidates:
+        candidates = candidates[~candidates["caveat"].apply(lambda c: isinstance(c, str) and bool(c))]
+    return None if candidates.empty else candidates.loc[candidates["selection_psnr"].idxmax()]
+
+
+REACH_GROUPS = ("cg-taylor", "cg-taylor-paper", "cg-taylor-best")  # the project default, the paper's form, the preset
+
+
+def reach_against_peers(df: pd.DataFrame, resamples: int = 10000) -> pd.DataFrame:
+    """Per model and step count with two targets or more: the CG-Taylor entries of ``REACH_GROUPS`` and the best
+    variant on selection, each landed on the highest target, against the best peer (highest selection PSNR, on
+    target, no caveat) at the target below it, on the same test samples.
+    ``ahead`` or ``level``: the gate keeps at the higher speedup what the best peer keeps at the lower one."""
+    rows = []
+    for (model, steps), part in df.groupby(["model", "steps"], sort=False):
+        targets = sorted(part["target"].unique())
+        if len(targets) < 2:
+            continue
+        high, low = targets[-1], targets[-2]
+        peer = _best_on_selection(part[(roles(part) == "peer") & (part["target"] == low)])
+        if peer is None:
+            continue
+        peer_samples = json.loads(peer["test_psnr_per_sample"])
+        ours = part[(roles(part) == "variant") & (part["target"] == high)]
+        best = best_variant(ours)
+        shown = set(REACH_GROUPS) | ({best["group"]} if best is not None else set())
+        ours = ours[ours["group"].isin(shown)]
+        for _, row in ours.iterrows():
+            if not bool(row["on_target"]):
+                said, interval = f"n/a: off target ({float(row['selection_speedup']):.2f}x)", None
+            else:
+                interval = paired_difference(json.loads(row["test_psnr_per_sample"]), peer_samples, resamples=resamples)
+                said = verdict(interval)
+            rows.append({"model": model, "steps": steps, "CG-Taylor entry": row["group"],
+                         "its test PSNR (dB)": round(float(row["test_psnr"]), 1),
+                         "its test speedup": round(float(row["test_speedup"]), 2),
+                         "best peer at the lower target": peer["group"],
+                         "peer test PSNR (dB)": round(float(peer["test_psnr"]), 1),
+                         "peer test speedup": round(float(peer["test_speedup"]), 2),
+                         "it − peer (dB)": None if interval is None else round(interval.mean, 1),
+                         "low": None if interval is None else round(interval.low, 1),
+                         "high": None if interval is None else round(interval.high, 1), "verdict": said,
+                         "targets": f"{high:g}x against {low:g}x"})
+    return pd.DataFrame(rows)
 
 
 def _config_fields(params: dict) -> dict:
