@@ -10,6 +10,7 @@ from .calibrate import (
 )
 from .config import CGTaylorConfig
 from .stats import CGTaylorStats, ContextTotals, StepRecord
+from .step_scales import StepSensitivity, fit_step_scales
 from .taylor import TaylorLadder
 
 __all__ = [
@@ -21,11 +22,13 @@ __all__ = [
     "CGTaylorStats",
     "ContextTotals",
     "StepRecord",
+    "StepSensitivity",
     "TaylorLadder",
     "apply_cg_taylor",
     "calibrate_cg_taylor",
     "cg_taylor_config",
     "cg_taylor_stats",
+    "fit_step_scales",
     "remove_cg_taylor",
     "reset_cg_taylor",
 ]

@@ -13,6 +13,7 @@ from .error_feedback import check_error_feedback
 from .forecast_bases import HERMITE_SCALE
 from .forecast_budget import check_forecast_budget
 from .gate_scope import check_gate_scope
+from .step_scales import as_step_scales
 from .threshold_schedule import as_threshold_schedule
 
 FORECAST_MODES = ("last_block", "residual", "modules")
@@ -123,6 +124,11 @@ class CGTaylorConfig:
             (:mod:`cgtaylor.decide_ahead`). Needs ``forecast`` ``"last_block"`` or ``"modules"`` and probe_block 1;
             not with ``compute_steps``, ``forecast_budget`` or ``error_feedback``. Without a known step count a
             plan covers at most ``max_consecutive_forecasts`` steps (one without a cap).
+        step_scales: one threshold scale per sampling step, fitted by :func:`cgtaylor.fit_step_scales` to how much a
+            forecast at each step moves the output: the gate forecasts step s when the error is under
+            ``threshold * step_scales[s]`` (times any schedule or budget scale), and gates the last step too
+            (:mod:`cgtaylor.step_scales`). A run must have as many steps as there are scales. Not with
+            ``compute_steps``. None: one threshold for every step, the last always computed.
 
     A config is immutable once built (the hooks read it while sampling, and every value was checked here):
     ``config.with_updates(threshold=0.1)`` gives a checked copy.
@@ -148,6 +154,7 @@ class CGTaylorConfig:
     gate_scope: str = "shared"
     forecast_budget: float | None = None
     decide_ahead: bool = False
+    step_scales: tuple[float, ...] | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.threshold, bool) or not isinstance(self.threshold, (int, float)):
@@ -197,6 +204,14 @@ class CGTaylorConfig:
             raise ValueError("CGTaylorConfig.forecast_budget must be None when compute_steps is set (a forced "
                              f"schedule fixes every step itself), got {self.forecast_budget!r}")
         check_decide_ahead(self)
+        self.step_scales = as_step_scales(self.step_scales)
+        if self.step_scales is not None:
+            if self.compute_steps is not None:
+                raise ValueError("CGTaylorConfig.step_scales must be None when compute_steps is set (a forced schedule "
+                                 "replaces the threshold they scale)")
+            if self.num_inference_steps is not None and self.num_inference_steps != len(self.step_scales):
+                raise ValueError(f"CGTaylorConfig.step_scales holds {len(self.step_scales)} scales, one per step, but "
+                                 f"num_inference_steps is {self.num_inference_steps}")
 
     def __setattr__(self, name: str, value) -> None:
         if self.__dict__.get("_checked"):

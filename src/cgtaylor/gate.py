@@ -25,6 +25,7 @@ def decide(
     max_consecutive_forecasts: int | None,
     compute_steps: tuple[int, ...] | None = None,
     budget_forced: bool | None = None,
+    gate_last_step: bool = False,
 ) -> GateDecision:
     """Whether step ``step`` is computed in full. Returns Python bools only, never tensors.
 
@@ -32,12 +33,14 @@ def decide(
     wherever the forecaster has history; the warm-up, last-step, cap and error rules do not apply.
     ``budget_forced`` is a forecast budget's verdict for this step (:meth:`.forecast_budget.Budget.forced`): True
     computes it, False forecasts it (before the cap: the budget is exact), None leaves it to the cap and the error.
+    ``gate_last_step``: the last step is decided like any other (per-step threshold scales say what it costs), not
+    always computed.
     """
     if step == 0:
         return GateDecision(True, "first")
     if compute_steps is not None:
         return _scheduled(step, compute_steps, last_block_ready)
-    if num_steps is not None and step >= num_steps - 1:
+    if num_steps is not None and step >= num_steps - 1 and not gate_last_step:
         return GateDecision(True, "last")
     if step < warmup_steps:
         return GateDecision(True, "warmup")

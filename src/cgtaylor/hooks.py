@@ -194,7 +194,8 @@ class CGTaylorController:
         first_forecast, error, sample_errors, group = self._measure_first_block(state, first_output)
         follows = follows_leader(config.gate_scope) and not self.shared.is_leader(name)
         decision = self.shared.lookup(step) if follows else None
-        threshold = effective_threshold(config.threshold, config.threshold_schedule, step, state.num_steps)
+        threshold = effective_threshold(config.threshold, config.threshold_schedule, step, state.num_steps,
+                                        config.step_scales)
         budget = self._budget(state)
         budget_forced = None
         if budget is not None and step >= config.warmup_steps and 0 < step < state.num_steps - 1:
@@ -212,6 +213,7 @@ class CGTaylorController:
                 max_consecutive_forecasts=config.max_consecutive_forecasts,
                 compute_steps=config.compute_steps,
                 budget_forced=budget_forced,
+                gate_last_step=config.step_scales is not None,
             )
             if config.decide_ahead and not decision.compute:
                 decision = GateDecision(True, "refresh")  # the plan made no forecast of this step
@@ -264,9 +266,13 @@ class CGTaylorController:
         config, step = self.config, state.step
         cap = config.max_consecutive_forecasts
         first = step + 1
-        end = state.num_steps - 1 if state.num_steps is not None else first + (cap or 1)
+        if state.num_steps is None:
+            end = first + (cap or 1)
+        else:  # the last step is computed, unless step scales gate it
+            end = state.num_steps if config.step_scales is not None else state.num_steps - 1
         candidates = range(first, end) if first >= config.warmup_steps else range(0)  # a plan starts after the warm-up
-        thresholds = [effective_threshold(config.threshold, config.threshold_schedule, s, state.num_steps)
+        thresholds = [effective_threshold(config.threshold, config.threshold_schedule, s, state.num_steps,
+                                          config.step_scales)
                       for s in candidates[:cap]]
         last_refresh = state.first.last_step
         count = forecasts_ahead(error=error, measured_distance=0 if last_refresh is None else step - last_refresh,

@@ -37,8 +37,12 @@ def progress(step: int, num_steps: int | None) -> float | None:
 
 
 def effective_threshold(threshold: float, schedule: tuple[float, float] | None, step: int,
-                        num_steps: int | None) -> float:
-    """The threshold the gate compares the error with at ``step``; ``threshold`` itself without a schedule."""
+                        num_steps: int | None, step_scales: tuple[float, ...] | None = None) -> float:
+    """The threshold the gate compares the error with at ``step``: ``threshold`` times the schedule's scale and the
+    step's own scale (:mod:`cgtaylor.step_scales`); ``threshold`` itself without either."""
+    from .step_scales import step_scale
+
+    threshold = threshold * step_scale(step_scales, step, num_steps)
     if schedule is None:
         return threshold
     start, end = schedule

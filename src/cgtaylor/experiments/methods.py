@@ -238,6 +238,9 @@ def make_generator(
     kept in ``calibration_file`` when given.
     """
     params = dict(params or {})
+    if params.get("step_scales") == FIT:
+        params["step_scales"] = fitted_step_scales(model, params, num_inference_steps, calibration_conditions,
+                                                   calibration_seed, calibration_file)
     if name == "cg-taylor-target":
         return _target_generator(model, params, num_inference_steps, calibration_conditions, calibration_seed,
                                  calibration_file)
@@ -251,6 +254,43 @@ def make_generator(
             )
         )
     return MethodGenerator(model, name, params, num_inference_steps)
+
+
+FIT = "fit"  # ``step_scales: fit`` in a CG-Taylor entry: the scales are fitted for its forecaster on the model
+STEP_SCALE_CONDITIONS = 2  # the fit runs one generation per step: on the first two calibration conditions
+# options that fit_step_scales sets itself (or that only move the threshold): the form is every other option
+_NOT_THE_FORM = ("threshold", "warmup_steps", "max_consecutive_forecasts", "step_scales", "forecast_budget",
+                 "decide_ahead", "threshold_schedule", "analysis", "error_feedback", "target_speedup", "min_psnr",
+                 "psnr_margin", "tolerance", "max_cost")
+
+
+def fitted_step_scales(model, params: dict, num_inference_steps: int, conditions, seed: int,
+                       calibration_file) -> list[float]:
+    """The per-step threshold scales of ``params``' forecaster on ``model`` (:func:`cgtaylor.fit_step_scales`), kept
+    in a JSON file per forecaster form next to ``calibration_file``."""
+    import hashlib
+
+    from ..step_scales import fit_step_scales
+
+    form = {k: v for k, v in params.items() if k not in _NOT_THE_FORM}
+    conditions = list(conditions or model.default_conditions(4, seed=seed))[:STEP_SCALE_CONDITIONS]
+    path = None
+    if calibration_file is not None:
+        digest = hashlib.sha1(json.dumps(form, sort_keys=True, default=str).encode()).hexdigest()[:10]
+        path = Path(calibration_file).with_name(f"step-scales-{num_inference_steps}-{digest}.json")
+
+    def fit() -> dict:
+        try:
+            found = fit_step_scales(model.transformer,
+                                    lambda: model(conditions, num_inference_steps=num_inference_steps, seed=seed),
+                                    CGTaylorConfig.from_dict(form), num_inference_steps)
+        finally:
+            skip_hooks.remove_all_hooks(model.transformer)
+        return {"step_scales": list(found.scales), "steps": found.rows()}
+
+    found = fit() if path is None else computed_once(path, lambda p: read_json_record(p, ("step_scales",)), fit,
+                                                     _write_json)
+    return [float(s) for s in found["step_scales"]]
 
 
 def _target_generator(model, params, num_inference_steps, conditions, seed, calibration_file) -> MethodGenerator:

@@ -144,6 +144,8 @@ _CG_TAYLOR_PARAMS = {
     "threshold_schedule": Param((list, tuple), nullable=True),
     "error_feedback": Param((str,), choices=ERROR_FEEDBACK_MODES), "gate_scope": Param((str,), choices=GATE_SCOPES),
     "forecast_budget": Param((int, float), 0.0, 0.999, nullable=True), "decide_ahead": _BOOL,
+    # a list of per-step scales, or "fit": fitted for the entry's forecaster on the model (methods.fitted_step_scales)
+    "step_scales": Param((list, tuple, str), nullable=True),
 }
 _register(MethodSpec(
     "cg-taylor", "Confidence-Gated Taylor", _CG_TAYLOR_PARAMS,
@@ -193,4 +195,8 @@ def check_params(name: str, params: Mapping[str, Any]) -> dict:
         rule = method.params[key]
         if not rule.accepts(value):
             raise ValueError(f"method {name!r}: parameter {key!r} must be {rule.describe()}, got {value!r}")
+    scales = params.get("step_scales")
+    if isinstance(scales, str) and scales != "fit":
+        raise ValueError(f"method {name!r}: parameter 'step_scales' must be a list of per-step scales, 'fit' (fitted "
+                         f"for the entry's forecaster) or null, got {scales!r}")
     return dict(params)
