@@ -140,3 +140,31 @@ def test_a_comparison_entry_fits_its_scales_once_per_forecaster(tmp_path, monkey
     with pytest.raises(AssertionError, match="fitted again"):  # another forecaster is fitted for itself
         methods.make_generator(model, "cg-taylor", dict(params, last_block_order=2), num_inference_steps=6,
                                calibration_file=calibration)
+
+
+def test_the_fits_in_a_cache_are_kept_with_the_results_and_summed_up(tmp_path):
+    import json
+
+    import pandas as pd
+
+    from cgtaylor.experiments.step_gains import refresh, step_gains_section, summary
+
+    cache = tmp_path / "comparison" / ".cache" / "dit-digits-abc123"
+    cache.mkdir(parents=True)
+    gains = {1: 0.4, 2: 0.2, 3: 0.05, 4: 0.04, 5: 0.06, 6: 0.03, 7: 0.1}
+    rows = [{"step": s, "output_error": None if s == 0 else gains[s] * 0.01,
+             "first_block_error": None if s == 0 else 0.01, "gain": gains.get(s), "scale": 1.0} for s in range(8)]
+    form = {"forecast": "residual", "taylor_formula": "newton"}
+    fit = {"step_scales": [1.0] * 8, "steps": rows, "form": form, "num_inference_steps": 8, "conditions": 2}
+    (cache / "step-scales-8-aaaa.json").write_text(json.dumps(fit))
+    frame = refresh(tmp_path)
+    assert len(frame) == 8 and set(frame["model"]) == {"dit-digits"}
+    assert (tmp_path / "figures" / "step_gains.png").stat().st_size > 0
+    row = summary(frame).iloc[0]
+    # median of the 7 gains is 0.06: the largest are steps 1, 2 and 7
+    assert row["largest gains (step: x median)"] == "1: 6.7, 2: 3.3, 7: 1.7"
+    assert row["largest / smallest"] == round(0.4 / 0.03, 1) and row["last step / median"] == round(0.1 / 0.06, 2)
+    # the cache gone, the CSV keeps the fit and the section still renders it
+    (cache / "step-scales-8-aaaa.json").unlink()
+    assert refresh(tmp_path).equals(pd.read_csv(tmp_path / "comparison" / "step_gains.csv"))
+    assert "residual/newton" in "".join(step_gains_section(tmp_path))

@@ -286,7 +286,8 @@ def fitted_step_scales(model, params: dict, num_inference_steps: int, conditions
                                     CGTaylorConfig.from_dict(form), num_inference_steps)
         finally:
             skip_hooks.remove_all_hooks(model.transformer)
-        return {"step_scales": list(found.scales), "steps": found.rows()}
+        return {"step_scales": list(found.scales), "steps": found.rows(), "form": form,
+                "num_inference_steps": num_inference_steps, "conditions": len(conditions)}
 
     found = fit() if path is None else computed_once(path, lambda p: read_json_record(p, ("step_scales",)), fit,
                                                      _write_json)

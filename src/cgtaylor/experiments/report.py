@@ -25,6 +25,7 @@ from .report_compile import compile_section
 from .report_explorer import explorer_section
 from .report_real_scale import real_scale_sections
 from .run_time import run_time_section
+from .step_gains import step_gains_section
 from .tables import to_markdown
 from .variant_cost import cost_section
 from .variants import best_against_peers, peers_only, preset_agreement, reach_against_peers, variant_table
@@ -321,6 +322,7 @@ def write_results_readme(results_dir: str | os.PathLike = "results", expected: d
     parts += ["\n### Verdicts (CG-Taylor against each peer)\n", to_markdown(verdict_counts(df))]
     parts += variant_sections(df)
     parts += reach_section(df)
+    parts += step_gains_section(results_dir)
     parts += cost_section(results_dir, df)
     parts += half_width_section(results_dir, df)
     parts += ["\n### How far each method's speedup moved from selection to test\n",
