@@ -70,7 +70,7 @@ def draw(frame: pd.DataFrame, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     models = list(dict.fromkeys(frame["model"]))
-    fig, axes = plt.subplots(1, len(models), figsize=(5 * len(models), 3.6), squeeze=False)
+    fig, axes = plt.subplots(1, len(models), figsize=(max(6.5, 5 * len(models)), 3.8), squeeze=False)
     for ax, model in zip(axes[0], models):
         for (steps, form), part in frame[frame["model"] == model].groupby(["steps", "form"], sort=False):
             part = part.dropna(subset=["gain"])
@@ -80,7 +80,7 @@ def draw(frame: pd.DataFrame, path: Path) -> None:
         ax.set_xlabel("sampling step (index)")
         ax.set_ylabel("gain: output rel. L2 error / first-block error")
         ax.legend(fontsize=7)
-    fig.suptitle("What a forecast at each step costs the output, per unit of the gate's error")
+    fig.suptitle("What a forecast at each step costs the output, per unit of the gate's error", fontsize=10)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
