@@ -69,3 +69,4 @@ def test_the_extended_results_page_holds_the_comparison_alone_and_the_default_pa
 
     assert "results-extended/README.md" in scope_text("default")
     assert "comparison alone" in scope_text("extended") and "results/README.md" in scope_text("extended")
+    assert "at 3x and 4x" in scope_text("reach", [4.0, 3.0])

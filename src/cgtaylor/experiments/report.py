@@ -287,11 +287,14 @@ def compute_section(results_dir: Path, tables: list) -> list[str]:
 COMPARISON_ONLY_PROFILES = ("extended", "reach")
 
 
-def scope_text(profile: str) -> str:
+def scope_text(profile: str, targets=()) -> str:
     if profile == "reach":
+        at = " and ".join(f"{t:g}x" for t in sorted(targets)) or "its targets"
         return ("This folder holds the comparison alone (`scripts/reproduce_all.sh --reach`): every peer, the project "
-                "default, the paper's form and the `best` preset at 3x and 4x, on the default profile's sample sets; "
-                "the other benches are in `results/README.md`.\n")
+                f"default, the paper's form and the `best` preset at {at}, on the default profile's sample sets; "
+                "the other benches are in `results/README.md`. A cell at a target that `results/` also has may "
+                "differ from it: each entry's search ran for every target here, and a setting found for one target "
+                "may land on another.\n")
     if profile in COMPARISON_ONLY_PROFILES:
         return ("This folder holds the comparison alone (`scripts/reproduce_all.sh --extended`): every variant of "
                 "CG-Taylor, and the lower step counts; the other benches are in `results/README.md`.\n")
@@ -308,7 +311,7 @@ def write_results_readme(results_dir: str | os.PathLike = "results", expected: d
     if df.empty:
         raise FileNotFoundError(f"no comparison rows under {results_dir / 'comparison'}; run scripts/run_comparison.py")
     parts = [HEADER.format(machine=df["machine"].iloc[0], tolerance=tolerance_text(df), folder=results_dir.name,
-                           profile=profile, scope=scope_text(profile))]
+                           profile=profile, scope=scope_text(profile, df["target"].unique()))]
     for (model, steps), part in df.groupby(["model", "steps"], sort=False):
         parts.append(f"### {model}, {steps} steps\n")
         parts.append(f"Test set: {int(part['n_test'].max())} samples. Cells: test PSNR (dB) [95% interval] @ test FLOPs "
