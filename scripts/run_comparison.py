@@ -16,26 +16,18 @@ Protocol: src/cgtaylor/experiments/protocol.py; configs: conf/comparison/. Every
 from __future__ import annotations
 
 import hydra
-import torch
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from cgtaylor.experiments import compose
+from cgtaylor.experiments.app import ComparisonApp
 from cgtaylor.experiments.comparison import expected_groups, run_comparison
 from cgtaylor.experiments.report import write_results_readme
-from cgtaylor.experiments.workers import Worker
 
 
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    if cfg.get("threads"):
-        torch.set_num_threads(int(cfg.threads))
-    comparison = OmegaConf.to_container(cfg.comparison, resolve=True)
-    worker = Worker.parse(cfg.worker)
-    overrides = [o for o in HydraConfig.get().overrides.task if not o.lstrip("+~").startswith("model=")]
-    model_cfgs = {name: compose([f"model={name}", *overrides]).model for name in comparison["models"]}
-    tables = [(name, steps) for name, model_cfg in model_cfgs.items()
-              for steps in [int(model_cfg.num_inference_steps), *comparison.get("step_counts", {}).get(name, [])]]
+    app = ComparisonApp.from_config(cfg)
+    comparison, worker, model_cfgs, tables = app.comparison, app.worker, app.model_cfgs, app.tables
     # each worker starts on a different model's table, so no core waits at the end of one for the other to finish it
     for name, steps in (tables[i] for i in worker.order(len(tables))):
         frame = run_comparison(model_cfgs[name], comparison, cfg.results_dir, steps=steps, progress=cfg.progress,

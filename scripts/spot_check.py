@@ -15,39 +15,30 @@ from __future__ import annotations
 import sys
 
 import hydra
-import torch
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from cgtaylor.experiments import compose
+from cgtaylor.experiments.app import ComparisonApp
 from cgtaylor.experiments.comparison import ModelComparison
-from cgtaylor.experiments.tables import to_markdown
 from cgtaylor.experiments.spot_check import spot_check
-from cgtaylor.experiments.workers import Worker
+from cgtaylor.experiments.tables import to_markdown
 from cgtaylor.io import atomic_write_text
 
 
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    if cfg.get("threads"):
-        torch.set_num_threads(int(cfg.threads))
-    comparison = OmegaConf.to_container(cfg.comparison, resolve=True)
-    worker = Worker.parse(cfg.worker)
+    app = ComparisonApp.from_config(cfg)
     fresh_dir = cfg.spot_check_dir or f"{str(cfg.results_dir).rstrip('/')}-spot-check"
-    overrides = [o for o in HydraConfig.get().overrides.task if not o.lstrip("+~").startswith("model=")]
     differing = 0
-    for name in comparison["models"]:
-        model_cfg = OmegaConf.to_container(compose([f"model={name}", *overrides]).model, resolve=True)
-        for steps in [int(model_cfg["num_inference_steps"]), *comparison.get("step_counts", {}).get(name, [])]:
-            table = ModelComparison(model_cfg, comparison, cfg.results_dir, steps=steps, progress=cfg.progress)
-            checked = spot_check(table, fresh_dir, worker=worker, progress=cfg.progress)
-            atomic_write_text(checked.to_csv(index=False), f"{fresh_dir}/{table.stem}.csv")
-            counts = checked["status"].value_counts().to_dict()
-            print(f"{table.stem}: {len(checked)} settings, {counts}")
-            failing = checked[checked["status"] == "differs"]
-            if not failing.empty:
-                print(to_markdown(failing))
-            differing += len(failing)
+    for name, steps in app.tables:
+        table = ModelComparison(app.model_cfgs[name], app.comparison, cfg.results_dir, steps=steps,
+                                progress=cfg.progress)
+        checked = spot_check(table, fresh_dir, worker=app.worker, progress=cfg.progress)
+        atomic_write_text(checked.to_csv(index=False), f"{fresh_dir}/{table.stem}.csv")
+        print(f"{table.stem}: {len(checked)} settings, {checked['status'].value_counts().to_dict()}")
+        failing = checked[checked["status"] == "differs"]
+        if not failing.empty:
+            print(to_markdown(failing))
+        differing += len(failing)
     print(f"{differing} setting(s) differ from their stored rows; tables in {fresh_dir}/")
     sys.exit(1 if differing else 0)
 

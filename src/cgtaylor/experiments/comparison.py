@@ -178,6 +178,15 @@ class ModelComparison:
     def entries(self) -> list[Entry]:
         return model_entries(self.cfg, self.model_cfg, lower_steps=self.lower_steps)
 
+    def evaluated_params(self, group: str, shown: dict) -> dict:
+        """A table's ``params`` cell with what it leaves out put back (the model's module patterns for the method):
+        the setting as it was evaluated."""
+        entry = next((e for e in self.entries() if e.group == group), None)
+        if entry is None:
+            raise ValueError(f"{self.stem}: no entry {group!r} in this comparison profile")
+        base = _entry_base(entry, self.model_cfg.get("method_params") or {})
+        return {**{k: v for k, v in base.items() if k in _HIDDEN_PARAMS}, **shown}
+
     def run(self) -> pd.DataFrame:
         from tqdm.auto import tqdm
 

@@ -14,6 +14,7 @@ threshold searched on calibration conditions for a ``target_speedup`` or ``min_p
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import dataclass, field
@@ -268,16 +269,11 @@ def fitted_step_scales(model, params: dict, num_inference_steps: int, conditions
                        calibration_file) -> list[float]:
     """The per-step threshold scales of ``params``' forecaster on ``model`` (:func:`cgtaylor.fit_step_scales`), kept
     in a JSON file per forecaster form next to ``calibration_file``."""
-    import hashlib
-
     from ..step_scales import fit_step_scales
 
     form = {k: v for k, v in params.items() if k not in _NOT_THE_FORM}
     conditions = list(conditions or model.default_conditions(4, seed=seed))[:STEP_SCALE_CONDITIONS]
-    path = None
-    if calibration_file is not None:
-        digest = hashlib.sha1(json.dumps(form, sort_keys=True, default=str).encode()).hexdigest()[:10]
-        path = Path(calibration_file).with_name(f"step-scales-{num_inference_steps}-{digest}.json")
+    path = _file_per_params(calibration_file, f"step-scales-{num_inference_steps}", form)
 
     def fit() -> dict:
         try:
@@ -289,22 +285,30 @@ def fitted_step_scales(model, params: dict, num_inference_steps: int, conditions
         return {"step_scales": list(found.scales), "steps": found.rows(), "form": form,
                 "num_inference_steps": num_inference_steps, "conditions": len(conditions)}
 
-    found = fit() if path is None else computed_once(path, lambda p: read_json_record(p, ("step_scales",)), fit,
-                                                     _write_json)
-    return [float(s) for s in found["step_scales"]]
+    return [float(s) for s in _kept(path, ("step_scales",), fit)["step_scales"]]
+
+
+def _file_per_params(calibration_file, stem: str, values: dict) -> Path | None:
+    """A JSON file next to ``calibration_file`` named by ``stem`` and a digest of ``values`` (None without one)."""
+    if calibration_file is None:
+        return None
+    digest = hashlib.sha1(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()[:10]
+    return Path(calibration_file).with_name(f"{stem}-{digest}.json")
+
+
+def _kept(path: Path | None, required: tuple[str, ...], compute) -> dict:
+    """``compute()``, kept in ``path`` (read from it when it holds ``required``) where there is one."""
+    if path is None:
+        return compute()
+    return computed_once(path, lambda p: read_json_record(p, required), compute, _write_json)
 
 
 def _target_generator(model, params, num_inference_steps, conditions, seed, calibration_file) -> MethodGenerator:
     """Search CG-Taylor's threshold for the target in ``params`` (kept in a JSON file per params), then run it."""
-    import hashlib
-
     from ..calibrate import CALIBRATION_KEYS, calibrate_from_params
 
     conditions = conditions or model.default_conditions(4, seed=seed)
-    path = None
-    if calibration_file is not None:
-        digest = hashlib.sha1(json.dumps(params, sort_keys=True, default=str).encode()).hexdigest()[:10]
-        path = Path(calibration_file).with_name(f"{Path(calibration_file).stem}-{digest}.json")
+    path = None if calibration_file is None else _file_per_params(calibration_file, Path(calibration_file).stem, params)
 
     def search() -> dict:
         try:
@@ -319,8 +323,7 @@ def _target_generator(model, params, num_inference_steps, conditions, seed, cali
         return {"threshold": result.config.threshold, "reached": result.report.reached,
                 "probe_speedup": result.report.speedup, "summary": result.report.summary()}
 
-    found = search() if path is None else computed_once(path, lambda p: read_json_record(p, ("threshold",)), search,
-                                                         _write_json)
+    found = _kept(path, ("threshold",), search)
     cg_params = {k: v for k, v in params.items() if k not in CALIBRATION_KEYS}
     cg_params["threshold"] = float(found["threshold"])
     generator = MethodGenerator(model, "cg-taylor", cg_params, num_inference_steps)

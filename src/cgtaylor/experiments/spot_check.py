@@ -79,8 +79,9 @@ def spot_check(comparison, fresh_dir: str | Path, psnr_db: float = 0.5, worker: 
     order = (worker or Worker()).order(len(settings))
     results: dict[int, dict] = {}
     for index in tqdm(order, desc=f"spot check {comparison.stem}", disable=not progress, dynamic_ncols=True):
-        group, method, params = settings[index]
+        group, method, shown = settings[index]
+        params = comparison.evaluated_params(group, shown)
         row = compare_rows(stored.stored(method, params, selection), fresh.evaluate(method, params, selection), psnr_db)
         results[index] = {"model": comparison.name, "steps": comparison.steps, "group": group, "method": method,
-                          "params": json.dumps(params, sort_keys=True), **row}
+                          "params": json.dumps(shown, sort_keys=True), **row}
     return pd.DataFrame([results[i] for i in sorted(results)], columns=COLUMNS)
