@@ -23,22 +23,15 @@ from typing import Callable
 
 import torch
 
+from .threshold_schedule import positive_scales
+
 SCALE_LIMIT = 100.0
 ACCEPTED = "None or a list of finite numbers > 0, one per sampling step (fit_step_scales measures them)"
 
 
 def as_step_scales(value) -> tuple[float, ...] | None:
     """``value`` checked and converted to a tuple of floats (None stays None)."""
-    if value is None:
-        return None
-    if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
-        raise ValueError(f"CGTaylorConfig.step_scales must be {ACCEPTED}, got {value!r}")
-    scales = list(value)
-    numeric = all(isinstance(s, (int, float)) and not isinstance(s, bool) for s in scales)
-    if len(scales) < 2 or not numeric or not all(math.isfinite(s) and s > 0 for s in scales):
-        shown = value if len(scales) <= 8 else f"{scales[:8]}... ({len(scales)} values)"
-        raise ValueError(f"CGTaylorConfig.step_scales must be {ACCEPTED}, got {shown!r}")
-    return tuple(float(s) for s in scales)
+    return positive_scales(value, "step_scales", ACCEPTED, 2)
 
 
 def step_scale(scales: tuple[float, ...] | None, step: int, num_steps: int | None) -> float:
