@@ -142,6 +142,9 @@ def test_the_best_preset_is_checked_against_the_comparisons_choice(monkeypatch):
     monkeypatch.setitem(presets.PRESETS, "best", {"fam": dict(same, threshold=0.1)})
     assert "except its threshold, which the protocol landed elsewhere" in preset_agreement(frame, {"m": "fam"})[0]
     assert preset_agreement(frame, {"other": "fam"}) == []
+    # a variant whose step scales are fitted when it runs: the form says so, and a preset without them differs
+    frame.loc[frame["group"] == "cg-taylor-b", "params"] = json.dumps(dict(same, step_scales="fit"))
+    assert "differs from cg-taylor-b in step_scales" in preset_agreement(frame, {"m": "fam"})[0]
 
 
 def test_presets_name_the_accepted_values():

@@ -122,7 +122,10 @@ def _config_fields(params: dict) -> dict:
 
     from ..config import CGTaylorConfig
 
-    return asdict(CGTaylorConfig(**{k: v for k, v in params.items() if k != "num_inference_steps"}))
+    values = {k: v for k, v in params.items() if k != "num_inference_steps"}
+    fitted = values.get("step_scales") == "fit"  # fitted on the model when it runs: the form names the fit
+    fields = asdict(CGTaylorConfig(**dict(values, step_scales=None) if fitted else values))
+    return dict(fields, step_scales="fit") if fitted else fields
 
 
 def preset_agreement(df: pd.DataFrame, family_of: dict[str, str], name: str = "best", target: float = 2.0) -> list[str]:
