@@ -2,12 +2,11 @@
 the final output (``CGTaylorConfig(step_scales=...)``).
 
 The first block's forecast error measures how far a forecast misses at a step, not what that miss costs: a sampler
-passes an error at one step on to the output far more than at another. On dit-digits (DDIM, 50 steps), forecasting
-step 2 alone moves the output about 15 times as much per unit of first-block error as forecasting a middle step, and
-step 48 about 7 times (step 49 only twice: the last step's error is scaled down by the sampler). One threshold cannot
-see that. ``fit_step_scales`` measures it once per model and forecaster: for each step ``s`` it runs the probe
-generation with every step computed but ``s`` (forecast), and takes the output's relative L2 error over the first
-block's forecast error measured at ``s``: the step's gain. The scale of step ``s`` is the geometric mean of the
+passes an error at one step on to the output far more than at another (on the zoo's models the cost per unit of
+error varies by one to two orders of magnitude along a run: `results-extended/README.md`, "Which steps matter"), and
+one threshold cannot see that. ``fit_step_scales`` measures it once per model and forecaster: for each step ``s``
+it runs the probe generation with every step computed but ``s`` (forecast), and takes the output's relative L2 error
+over the first block's forecast error measured at ``s``: the step's gain. The scale of step ``s`` is the geometric mean of the
 gains over that gain, so the gate forecasts ``s`` when ``first_block_error * gain(s)`` (the output error it predicts)
 is under ``threshold * mean gain``. Scales are kept within ``[1 / SCALE_LIMIT, SCALE_LIMIT]``.
 
