@@ -30,3 +30,17 @@ def compute_dtype(name: str, value) -> torch.dtype:
         raise ValueError(f"{name} must be one of the torch dtypes {accepted} (a torch.dtype or its name), "
                          f"got {value!r}")
     return dtype
+
+
+def positive_scales(value, name: str, accepted: str, min_length: int, max_length: int | None = None) -> tuple | None:
+    """``value`` (None, or a list of finite numbers > 0 of an accepted length) as a tuple of floats; else a
+    ValueError naming ``name`` and what it ``accepted``."""
+    if value is None:
+        return None
+    scales = None if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__") else list(value)
+    numeric = scales is not None and all(isinstance(s, (int, float)) and not isinstance(s, bool) for s in scales)
+    if (not numeric or len(scales) < min_length or (max_length is not None and len(scales) > max_length)
+            or not all(math.isfinite(s) and s > 0 for s in scales)):
+        shown = value if scales is None or len(scales) <= 8 else f"{scales[:8]}... ({len(scales)} values)"
+        raise ValueError(f"{name} must be {accepted}, got {shown!r}")
+    return tuple(float(s) for s in scales)

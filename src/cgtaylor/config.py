@@ -213,6 +213,12 @@ class CGTaylorConfig:
                 raise ValueError(f"CGTaylorConfig.step_scales holds {len(self.step_scales)} scales, one per step, but "
                                  f"num_inference_steps is {self.num_inference_steps}")
 
+    @property
+    def gates_last_step(self) -> bool:
+        """Whether the gate decides the last step too (step scales say what forecasting it costs) rather than always
+        computing it."""
+        return self.step_scales is not None
+
     def __setattr__(self, name: str, value) -> None:
         if self.__dict__.get("_checked"):
             raise AttributeError(f"CGTaylorConfig is immutable, so {name} cannot be set after construction; "

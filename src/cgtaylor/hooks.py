@@ -213,7 +213,7 @@ class CGTaylorController:
                 max_consecutive_forecasts=config.max_consecutive_forecasts,
                 compute_steps=config.compute_steps,
                 budget_forced=budget_forced,
-                gate_last_step=config.step_scales is not None,
+                gate_last_step=config.gates_last_step,
             )
             if config.decide_ahead and not decision.compute:
                 decision = GateDecision(True, "refresh")  # the plan made no forecast of this step
@@ -268,8 +268,8 @@ class CGTaylorController:
         first = step + 1
         if state.num_steps is None:
             end = first + (cap or 1)
-        else:  # the last step is computed, unless step scales gate it
-            end = state.num_steps if config.step_scales is not None else state.num_steps - 1
+        else:
+            end = state.num_steps if config.gates_last_step else state.num_steps - 1
         candidates = range(first, end) if first >= config.warmup_steps else range(0)  # a plan starts after the warm-up
         thresholds = [effective_threshold(config.threshold, config.threshold_schedule, s, state.num_steps,
                                           config.step_scales)

@@ -22,7 +22,7 @@ from typing import Callable
 
 import torch
 
-from .threshold_schedule import positive_scales
+from .checks import positive_scales
 
 SCALE_LIMIT = 100.0
 ACCEPTED = "None or a list of finite numbers > 0, one per sampling step (fit_step_scales measures them)"
@@ -30,7 +30,7 @@ ACCEPTED = "None or a list of finite numbers > 0, one per sampling step (fit_ste
 
 def as_step_scales(value) -> tuple[float, ...] | None:
     """``value`` checked and converted to a tuple of floats (None stays None)."""
-    return positive_scales(value, "step_scales", ACCEPTED, 2)
+    return positive_scales(value, "CGTaylorConfig.step_scales", ACCEPTED, 2)
 
 
 def step_scale(scales: tuple[float, ...] | None, step: int, num_steps: int | None) -> float:

@@ -9,28 +9,15 @@ a guess about how far the run has come).
 
 from __future__ import annotations
 
-import math
+from .checks import positive_scales
+from .step_scales import step_scale
 
 ACCEPTED = "None or a pair (start_scale, end_scale) of finite numbers > 0"
 
 
-def positive_scales(value, field: str, accepted: str, min_length: int, max_length: int | None = None) -> tuple | None:
-    """``value`` (None, or a list of finite numbers > 0 of an accepted length) as a tuple of floats; else a
-    ValueError naming ``CGTaylorConfig.<field>`` and what it ``accepted``."""
-    if value is None:
-        return None
-    scales = None if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__") else list(value)
-    numeric = scales is not None and all(isinstance(s, (int, float)) and not isinstance(s, bool) for s in scales)
-    if (not numeric or len(scales) < min_length or (max_length is not None and len(scales) > max_length)
-            or not all(math.isfinite(s) and s > 0 for s in scales)):
-        shown = value if scales is None or len(scales) <= 8 else f"{scales[:8]}... ({len(scales)} values)"
-        raise ValueError(f"CGTaylorConfig.{field} must be {accepted}, got {shown!r}")
-    return tuple(float(s) for s in scales)
-
-
 def as_threshold_schedule(value) -> tuple[float, float] | None:
     """``value`` checked and converted to a pair of floats (None stays None)."""
-    return positive_scales(value, "threshold_schedule", ACCEPTED, 2, 2)
+    return positive_scales(value, "CGTaylorConfig.threshold_schedule", ACCEPTED, 2, 2)
 
 
 def progress(step: int, num_steps: int | None) -> float | None:
@@ -46,8 +33,6 @@ def effective_threshold(threshold: float, schedule: tuple[float, float] | None, 
                         num_steps: int | None, step_scales: tuple[float, ...] | None = None) -> float:
     """The threshold the gate compares the error with at ``step``: ``threshold`` times the schedule's scale and the
     step's own scale (:mod:`cgtaylor.step_scales`); ``threshold`` itself without either."""
-    from .step_scales import step_scale
-
     threshold = threshold * step_scale(step_scales, step, num_steps)
     if schedule is None:
         return threshold

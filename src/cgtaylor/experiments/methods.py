@@ -273,7 +273,7 @@ def fitted_step_scales(model, params: dict, num_inference_steps: int, conditions
 
     form = {k: v for k, v in params.items() if k not in _NOT_THE_FORM}
     conditions = list(conditions or model.default_conditions(4, seed=seed))[:STEP_SCALE_CONDITIONS]
-    path = _file_per_params(calibration_file, f"step-scales-{num_inference_steps}", form)
+    path = _file_per_params(calibration_file, form, f"step-scales-{num_inference_steps}")
 
     def fit() -> dict:
         try:
@@ -288,12 +288,13 @@ def fitted_step_scales(model, params: dict, num_inference_steps: int, conditions
     return [float(s) for s in _kept(path, ("step_scales",), fit)["step_scales"]]
 
 
-def _file_per_params(calibration_file, stem: str, values: dict) -> Path | None:
-    """A JSON file next to ``calibration_file`` named by ``stem`` and a digest of ``values`` (None without one)."""
+def _file_per_params(calibration_file, values: dict, stem: str | None = None) -> Path | None:
+    """A JSON file next to ``calibration_file`` named by ``stem`` (default: that file's own) and a digest of
+    ``values``; None without a calibration file."""
     if calibration_file is None:
         return None
     digest = hashlib.sha1(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()[:10]
-    return Path(calibration_file).with_name(f"{stem}-{digest}.json")
+    return Path(calibration_file).with_name(f"{stem or Path(calibration_file).stem}-{digest}.json")
 
 
 def _kept(path: Path | None, required: tuple[str, ...], compute) -> dict:
@@ -308,7 +309,7 @@ def _target_generator(model, params, num_inference_steps, conditions, seed, cali
     from ..calibrate import CALIBRATION_KEYS, calibrate_from_params
 
     conditions = conditions or model.default_conditions(4, seed=seed)
-    path = None if calibration_file is None else _file_per_params(calibration_file, Path(calibration_file).stem, params)
+    path = _file_per_params(calibration_file, params)
 
     def search() -> dict:
         try:

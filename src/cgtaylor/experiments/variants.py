@@ -42,12 +42,15 @@ def variant_table(df: pd.DataFrame) -> pd.DataFrame:
                         "low": 1, "high": 1})
 
 
+def best_on_selection(part: pd.DataFrame) -> pd.Series | None:
+    """The row with the best selection PSNR among those on target (None where none landed)."""
+    candidates = part[part["on_target"].astype(bool)]
+    return None if candidates.empty else candidates.loc[candidates["selection_psnr"].idxmax()]
+
+
 def best_variant(part: pd.DataFrame) -> pd.Series | None:
     """The variant with the best selection PSNR among those on target (None where no variant landed)."""
-    candidates = part[(roles(part) == "variant") & part["on_target"].astype(bool)]
-    if candidates.empty:
-        return None
-    return candidates.loc[candidates["selection_psnr"].idxmax()]
+    return best_on_selection(part[roles(part) == "variant"])
 
 
 def best_against_peers(df: pd.DataFrame, resamples: int = 10000) -> pd.DataFrame:
@@ -69,13 +72,6 @@ def best_against_peers(df: pd.DataFrame, resamples: int = 10000) -> pd.DataFrame
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
-def _best_on_selection(part: pd.DataFrame) -> pd.Series | None:
-    candidates = part[part["on_target"].astype(bool)]
-    if "caveat" in candidates:
-        candidates = candidates[~candidates["caveat"].apply(lambda c: isinstance(c, str) and bool(c))]
-    return None if candidates.empty else candidates.loc[candidates["selection_psnr"].idxmax()]
-
-
 REACH_GROUPS = ("cg-taylor", "cg-taylor-paper", "cg-taylor-best")  # the project default, the paper's form, the preset
 
 
@@ -90,7 +86,10 @@ def reach_against_peers(df: pd.DataFrame, resamples: int = 10000) -> pd.DataFram
         if len(targets) < 2:
             continue
         high, low = targets[-1], targets[-2]
-        peer = _best_on_selection(part[(roles(part) == "peer") & (part["target"] == low)])
+        peers = part[(roles(part) == "peer") & (part["target"] == low)]
+        if "caveat" in peers:
+            peers = peers[~peers["caveat"].apply(lambda c: isinstance(c, str) and bool(c))]
+        peer = best_on_selection(peers)
         if peer is None:
             continue
         peer_samples = json.loads(peer["test_psnr_per_sample"])
